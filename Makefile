@@ -11,17 +11,17 @@ OPT     ?= -O2
 CSTD    := -std=c11 -D_GNU_SOURCE
 WARN    := -Wall -Wextra
 CFLAGS  ?=
-CFLAGS  += $(CSTD) $(OPT) -g $(WARN) -MMD -MP
+CFLAGS  += $(CSTD) $(OPT) -g $(WARN) $(if $(WERROR),-Werror) -MMD -MP
 LDFLAGS ?=
 ARCH    := $(shell $(CC) -dumpmachine | sed 's/-.*//')
 
 ifeq ($(ARCH),aarch64)
   # Cross builds link the multiarch runtime libraries by soname (the arm64
   # -dev packages conflict with the amd64 ones; the headers are the same).
-  LIBS := -l:libsleef.so.3 -l:libcpuinfo.so.0 -lpthread -lm
+  LIBS := -l:libsleef.so.3 -l:libcpuinfo.so.0 -ljansson -lpthread -lm
   SIMD := simd/neon.c simd/neon_dotprod.c
 else
-  LIBS := $(shell pkg-config --libs sleef libcpuinfo 2>/dev/null || echo -lsleef -lcpuinfo) -lpthread -lm
+  LIBS := $(shell pkg-config --libs sleef libcpuinfo jansson 2>/dev/null || echo -lsleef -lcpuinfo -ljansson) -lpthread -lm
   SIMD := simd/avx2.c simd/avx512.c
 endif
 
@@ -30,14 +30,15 @@ FLAGS_simd/avx512.c       := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx2 -
 FLAGS_simd/neon.c         := -march=armv8-a
 FLAGS_simd/neon_dotprod.c := -march=armv8.2-a+dotprod
 
-CORE_SRC  := quant/formats.c quant/ref.c simd/dispatch.c simd/scalar.c $(SIMD) src/threads.c
+CORE_SRC  := quant/formats.c quant/ref.c simd/dispatch.c simd/scalar.c $(SIMD) src/threads.c \
+             src/model_files.c src/gguf.c src/gguf_write.c src/safetensors.c src/config.c
 MAIN_SRC  := src/main.c bench/kernels.c
 TEST_SRC  := $(wildcard tests/test_*.c)
 CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o)
 MAIN_OBJ  := $(MAIN_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test test-native test-asan test-arm64 bench clean
+.PHONY: all test test-native test-asan test-clang test-arm64 bench clean tests
 all: moecpu
 
 moecpu: $(BUILD)/moecpu
@@ -56,26 +57,37 @@ $(BUILD)/tests/%: tests/%.c $(CORE_OBJ)
 
 tests: $(TEST_BIN)
 
-# The whole suite: native (every ISA table this CPU runs), sanitizers, aarch64 under qemu.
-test: test-native test-asan test-arm64
+# The whole suite: native (every ISA table this CPU runs), sanitizers,
+# clang, aarch64 under qemu; the last line totals all of them.
+TALLY := $(CURDIR)/build/test-tally.txt
+test:
+	@mkdir -p build && rm -f $(TALLY)
+	$(MAKE) --no-print-directory MOECPU_TEST_TALLY=$(TALLY) test-native test-asan test-clang test-arm64
+	@awk '{p+=$$1; f+=$$2; s+=$$3} END {printf "%d passed, %d failed, %d skipped\n", p, f, s}' $(TALLY)
 
-test-native: $(TEST_BIN)
-	scripts/run-tests.sh $(TEST_BIN)
+test-native: $(TEST_BIN) moecpu
+	MOECPU_BIN=./moecpu scripts/run-tests.sh $(TEST_BIN) tests/cli.sh
 
 test-asan:
-	$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
-	    LDFLAGS="-fsanitize=address,undefined" tests
-	MOECPU_TEST_QUICK=1 scripts/run-tests.sh $(TEST_SRC:tests/%.c=build-asan/tests/%)
+	$(MAKE) --no-print-directory BUILD=build-asan WERROR=1 OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
+	    LDFLAGS="-fsanitize=address,undefined" tests build-asan/moecpu
+	MOECPU_TEST_QUICK=1 MOECPU_BIN=build-asan/moecpu scripts/run-tests.sh $(TEST_SRC:tests/%.c=build-asan/tests/%) tests/cli.sh
+
+# clang must build everything warning-free too; its kernel code is tested as well.
+test-clang:
+	$(MAKE) --no-print-directory BUILD=build-clang CC=clang WERROR=1 tests build-clang/moecpu
+	MOECPU_TEST_QUICK=1 MOECPU_BIN=build-clang/moecpu scripts/run-tests.sh $(TEST_SRC:tests/%.c=build-clang/tests/%) tests/cli.sh
 
 test-arm64:
-	$(MAKE) --no-print-directory BUILD=build-arm64 CC=aarch64-linux-gnu-gcc tests
+	$(MAKE) --no-print-directory BUILD=build-arm64 CC=aarch64-linux-gnu-gcc WERROR=1 tests build-arm64/moecpu
 	for cpu in max cortex-a57; do \
-	  QEMU_CPU=$$cpu MOECPU_TEST_QUICK=1 scripts/run-tests.sh --qemu $(TEST_SRC:tests/%.c=build-arm64/tests/%) || exit 1; \
+	  QEMU_CPU=$$cpu MOECPU_TEST_QUICK=1 MOECPU_BIN=build-arm64/moecpu \
+	    scripts/run-tests.sh --qemu $(TEST_SRC:tests/%.c=build-arm64/tests/%) tests/cli.sh || exit 1; \
 	done
 
 bench: moecpu
 
 clean:
-	rm -rf build build-asan build-arm64 moecpu
+	rm -rf build build-asan build-clang build-arm64 moecpu
 
 -include $(CORE_OBJ:.o=.d) $(MAIN_OBJ:.o=.d)

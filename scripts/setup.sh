@@ -17,9 +17,10 @@ fi
 pkgs=(
   build-essential clang pkg-config       # compilers (gcc and clang are both kept warning-free)
   libsleef-dev libcpuinfo-dev            # vector math, CPU feature detection
+  libjansson-dev                         # JSON: config.json, safetensors headers, tokenizer.json
   libcmocka-dev                          # unit test framework
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static   # aarch64 cross build + emulation
-  libsleef-dev:arm64 libcpuinfo0:arm64 libcmocka-dev:arm64       # the same libraries for aarch64
+  libsleef-dev:arm64 libcpuinfo0:arm64 libcmocka-dev:arm64 libjansson-dev:arm64   # the same for aarch64
 )
 # libcpuinfo-dev:arm64 conflicts with libcpuinfo-dev (amd64); the header is
 # the same, so the cross build links libcpuinfo.so.0 by soname instead.

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# tests/cli.sh — the moecpu command line: exit codes and messages.
+# Usage: tests/cli.sh MOECPU_BINARY   (RUNNER may hold an emulator prefix)
+# Prints cmocka-style summary lines so scripts/run-tests.sh can count them.
+set -u
+bin=$1
+runner=(${RUNNER:-})
+pass=0 fail=0 failed=()
+
+check() { # name expected_rc pattern [env=val] -- args...
+  local name=$1 want=$2 pat=$3; shift 3
+  local envs=()
+  while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do envs+=("$1"); shift; done
+  shift
+  local out rc
+  out=$(env "${envs[@]}" "${runner[@]}" "$bin" "$@" 2>&1); rc=$?
+  if [ "$rc" -eq "$want" ] && printf '%s' "$out" | grep -qE -- "$pat"; then
+    pass=$((pass + 1)); echo "[       OK ] $name"
+  else
+    fail=$((fail + 1)); failed+=("$name"); echo "[  FAILED  ] $name: exit $rc (wanted $want), output:"; printf '%s\n' "$out" | head -5
+  fi
+}
+
+check "help"               0 "usage: moecpu"            -- help
+check "no args"            2 "usage: moecpu"            --
+check "unknown command"    2 "unknown command 'frob'"   -- frob
+check "info"               0 "selected: +[a-z0-9_]+"    -- info
+check "info --help"        0 "usage: moecpu info"       -- info --help
+check "forced scalar"      0 "selected: +scalar \(forced" MOECPU_ISA=scalar -- info
+check "unknown ISA"        1 "unknown ISA 'sse9'.*scalar" MOECPU_ISA=sse9 -- info
+check "bench usage"        2 "expected 'kernels'"       -- bench
+check "bench bad option"   2 "unknown or incomplete option '--frob'" -- bench kernels --frob
+check "bench bad isa"      2 "unknown ISA 'sse9'"       -- bench kernels --isa sse9
+check "bench kernels help" 0 "--json"                   -- bench kernels --help
+# A table that is built but not runnable must be an error, not SIGILL.
+"${runner[@]}" "$bin" info > /tmp/moecpu-cli-info.$$ 2>&1
+notrun=$(sed -n 's/^  \([a-z0-9_]*\) *NOT here.*/\1/p' /tmp/moecpu-cli-info.$$ | head -1)
+rm -f /tmp/moecpu-cli-info.$$
+if [ -n "$notrun" ]; then
+  check "forced unrunnable $notrun" 1 "cannot run" MOECPU_ISA="$notrun" -- info
+else
+  echo "[  SKIPPED ] forced unrunnable table: this CPU runs every table built in"
+  echo "[  SKIPPED ] 1 test(s)."
+fi
+echo "[  PASSED  ] $pass test(s)."
+if [ "$fail" -gt 0 ]; then echo "[  FAILED  ] $fail test(s), listed below:"; printf '[  FAILED  ] %s\n' "${failed[@]}"; exit 1; fi
+exit 0
