@@ -36,3 +36,12 @@ if [ "${#missing[@]}" -gt 0 ] || [ "$need_arm64" = 1 ]; then
 else
   echo "setup: all packages present"
 fi
+
+# The independent reference for end-to-end tests: mainline llama.cpp's
+# prebuilt CPU binaries from the npm package node-llama-cpp (needs Node >= 20).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "setup: installing Node.js and npm"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+"$(dirname "$0")/llama-ref/install.sh"
