@@ -11,7 +11,11 @@
  *    every activation load; weights are decoded in registers (F16 by
  *    vcvtph2ps, BF16 by a 16-bit shift, FP8 e4m3 by placing its bits in an
  *    fp32 with integer ops, Q8_0 by int8 dot products with one FP32 FMA per
- *    block).  FP8 partial sums are scaled once per 128-wide block.
+ *    block).  FP8 partial sums are scaled once per 128-wide block.  Where
+ *    the CPU has AVX-512 VBMI + BF16 (checked at run time), FP8 GEMV
+ *    instead decodes e4m3 to bf16 by table lookup (vpermi2b) and multiplies
+ *    with vdpbf16ps against x split into two bf16 parts (see there).  FP8
+ *    GEMVs prefetch the next pass's rows into L2.
  *  - GEMM (many columns): K is cut into blocks whose activation panel stays
  *    in L2; for each block a panel of rows is decoded once into a stack
  *    buffer (FP32 for F32/F16/BF16/FP8, the FP8 block scale folded into the
@@ -20,8 +24,11 @@
  *    micro-kernel.  Partial sums of later K blocks are added into y.
  *  - On the Zen 5 this was tuned on, 512-bit instructions issue at half the
  *    rate of 256-bit ones (FMA: 1 zmm or 2 ymm per cycle), so FP32 GEMM
- *    peaks at the same FLOP/s as AVX2 and FP8 GEMV is bound by its decode
- *    (about 4 zmm operations per 16 weights) rather than by memory.
+ *    peaks at the same FLOP/s as AVX2.  FP8 GEMV decoding to fp32 costs
+ *    about 4 zmm operations per 16 weights (~22 GB/s per core in cache on
+ *    Zen 4), the bf16 route about 2.3 (~25 GB/s: vpermi2b and vdpbf16ps
+ *    share pipes); with the prefetch either keeps up with one core's share
+ *    of the read bandwidth.
  * Vector ops use SLEEF's AVX-512 functions for exp and sin/cos; tails are
  * masked loads and stores, never reads or writes past the end.
  *
@@ -64,7 +71,8 @@ static inline const unsigned char *mat_row(const struct moe_mat *w, int64_t r)
  * in bits 15 and 14 after the shift; the mask keeps bit 15 only.  F16C
  * converts fp16 subnormals exactly whatever DAZ/FTZ say, so e4m3
  * subnormals decode exactly.  The NaN codes 0x7F/0xFF (absent from real
- * weights) decode as +-480 instead of NaN. */
+ * weights) decode as +-480 instead of NaN (the GEMM and the fallback GEMV;
+ * the bf16 GEMV route decodes them to NaN). */
 MOE_INLINE __m512 fp8x16_to_f32(__m128i b)
 {
     __m256i h = _mm256_slli_epi16(_mm256_cvtepi8_epi16(b), 7);
@@ -145,15 +153,26 @@ MOE_INLINE __m512 xload16_mask(const float *x, int64_t k, __mmask16 m, enum moe_
     return t == W_FP8_RAW ? _mm512_mul_ps(v, xm) : v;
 }
 
-/* acc0/acc1[i] += row_i[k0..k1) * x[k0..k1) (* xm for W_FP8_RAW) for R rows. */
+/* Prefetch into L2 the byte pfd after p (the same column of the rows of the
+ * next pass).  Formed in integers: it may lie past the matrix (prefetches
+ * never fault, and no out-of-object pointer is formed). */
+MOE_INLINE void prefetch_l2(const unsigned char *p, int64_t pfd)
+{
+    _mm_prefetch((const char *)((uintptr_t)p + (uintptr_t)pfd), _MM_HINT_T1);
+}
+
+/* acc0/acc1[i] += row_i[k0..k1) * x[k0..k1) (* xm for W_FP8_RAW) for R rows;
+ * for W_FP8_RAW with pfd != 0, prefetches pfd bytes ahead of each row. */
 MOE_INLINE void gemv_f_range(const unsigned char *const *rp, const int R, const float *x, int64_t k0, int64_t k1,
-                             __m512 *acc0, __m512 *acc1, enum moe_wtype t, __m512 xm)
+                             __m512 *acc0, __m512 *acc1, enum moe_wtype t, __m512 xm, int64_t pfd)
 {
     int64_t k = k0;
     for (; k + 32 <= k1; k += 32) {
         const __m512 x0 = xload16(x, k, t, xm), x1 = xload16(x, k + 16, t, xm);
         MOE_UNROLL
         for (int i = 0; i < R; i++) {
+            if (t == W_FP8_RAW && pfd)
+                prefetch_l2(rp[i] + k, pfd);
             acc0[i] = _mm512_fmadd_ps(wload16(rp[i], k, t), x0, acc0[i]);
             acc1[i] = _mm512_fmadd_ps(wload16(rp[i], k + 16, t), x1, acc1[i]);
         }
@@ -211,7 +230,7 @@ MOE_INLINE void gemv_f_rows(const struct moe_mat *w, int64_t r, const int R, con
     }
     const int64_t k = w->cols;
     if (t != MOE_W_FP8 && t != W_FP8_RAW) {
-        gemv_f_range(rp, R, x, 0, k, a0, a1, t, _mm512_set1_ps(1.0f));
+        gemv_f_range(rp, R, x, 0, k, a0, a1, t, _mm512_set1_ps(1.0f), 0);
         MOE_UNROLL
         for (int i = 0; i < R; i++)
             acc[i] = _mm512_add_ps(a0[i], a1[i]);
@@ -232,10 +251,14 @@ MOE_INLINE void gemv_f_rows(const struct moe_mat *w, int64_t r, const int R, con
                 smax = fabsf(srow[0][b]) > smax ? fabsf(srow[0][b]) : smax;
             fold = fp8_raw_exp((double)xmax * smax, smax, &e);
         }
+        /* The hardware prefetcher alone kept the 8 row streams at ~40-60% of
+         * the read bandwidth (Zen 4); fetching the next pass's rows into L2
+         * (R rows further on) keeps it near the compute ceiling. */
+        const int64_t pfd = t == W_FP8_RAW && R > 1 ? R * (int64_t)moe_wtype_row_bytes(MOE_W_FP8, k) : 0;
         if (fold) {
             const float pe = ldexpf(1.0f, e);
             for (int64_t b = 0; b < sc; b++)
-                gemv_f_range(rp, R, x, b * 128, min64(b * 128 + 128, k), a0, a1, t, _mm512_set1_ps(srow[0][b] * pe));
+                gemv_f_range(rp, R, x, b * 128, min64(b * 128 + 128, k), a0, a1, t, _mm512_set1_ps(srow[0][b] * pe), pfd);
             MOE_UNROLL
             for (int i = 0; i < R; i++)
                 acc[i] = _mm512_mul_ps(_mm512_add_ps(a0[i], a1[i]), _mm512_set1_ps(ldexpf(1.0f, 120 - e)));
@@ -251,7 +274,7 @@ MOE_INLINE void gemv_f_rows(const struct moe_mat *w, int64_t r, const int R, con
                 MOE_UNROLL
                 for (int i = 0; i < R; i++)
                     a0[i] = a1[i] = _mm512_setzero_ps();
-                gemv_f_range(rp, R, x, b * 128, min64(b * 128 + 128, k), a0, a1, t, xm);
+                gemv_f_range(rp, R, x, b * 128, min64(b * 128 + 128, k), a0, a1, t, xm, pfd);
                 MOE_UNROLL
                 for (int i = 0; i < R; i++)
                     acc[i] = _mm512_fmadd_ps(_mm512_add_ps(a0[i], a1[i]), _mm512_set1_ps(srow[i][b] * f), acc[i]);
@@ -327,9 +350,223 @@ static void moe_gemv_bf16_f32__avx512(const struct moe_mat *w, int64_t row0, int
     gemv_f(w, row0, row1, a, y, ldy, MOE_W_BF16);
 }
 
+/* ------------------------------------------------------------------------
+ * FP8 GEMV through AVX-512 VBMI + BF16 (both on Zen 4+, Cooper Lake and
+ * Sapphire Rapids; Ice Lake has VBMI only, Skylake-X/Cascade Lake neither).
+ * Checked at run time (fp8_bf16_usable); without them, or when x and the
+ * scales are outside the range below, gemv_f's fp32 decode runs instead.
+ *
+ * e4m3 is exact in bf16, subnormals included (as normal bf16 numbers), so
+ * 64 weights decode with two table lookups: vpermi2b maps the 7 magnitude
+ * bits of each byte (it ignores bit 7) through a 128-byte table held in
+ * two zmm to the high byte of the value's bf16, a second one to the low
+ * byte, and vpternlog ORs in the sign bit.  The NaN codes 0x7F/0xFF decode
+ * to the bf16 NaNs 0x7FC0/0xFFC0, so they give NaN like the reference.
+ * Bytes unpacked as (low, high) pairs give 32 bf16 per zmm in unpack order
+ * (per 128-bit lane l: weights 16l+0..7 in the first vector, 16l+8..15 in
+ * the second).  vdpbf16ps multiplies bf16 pairs exactly and adds them into
+ * FP32 lanes, so x enters as two bf16 parts, x = xh + xl + O(2^-18 |x|)
+ * (xh = x rounded to bf16, xl = the rest rounded to bf16), written once
+ * per 128-row block in unpack order with the block scale and a power of
+ * two folded in.  Per 64 weights and row: 1 load, 2 vpermi2b, 1 vpternlog,
+ * 2 unpacks and 4 vdpbf16ps, against 16 operations for the fp32 decode.
+ * vdpbf16ps treats denormal inputs and results as zero whatever MXCSR
+ * says: x' = x * scale * 2^e with max |x'| in [2^59, 2^60) keeps every
+ * product normal unless its |x| is below 2^-185 max |x| (such terms are
+ * lost, far below the rounding error of the large ones).
+ * ------------------------------------------------------------------------ */
+
+#define MOE_BF16VBMI __attribute__((target("avx512bf16,avx512vbmi")))
+#define FP8B_KC 8192   /* K chunk whose bf16 x parts live on the stack (32 KiB) */
+#define FP8B_R 4       /* rows per pass sharing the x loads (8 was no faster) */
+
+static int fp8_bf16_usable(void)
+{
+    return __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512bf16");
+}
+
+/* High and low byte of the bf16 of e4m3 magnitude code c (c = 0x7F: NaN). */
+struct fp8_bf16_tab {
+    unsigned char hi[128], lo[128];
+};
+
+static const struct fp8_bf16_tab *fp8_bf16_table(void)
+{
+    static struct fp8_bf16_tab t;
+    static int done;   /* racing first calls write identical bytes */
+    if (!__atomic_load_n(&done, __ATOMIC_ACQUIRE)) {
+        struct fp8_bf16_tab u;
+        for (int c = 0; c < 128; c++) {
+            const float v = moe_fp8_to_f32((uint8_t)c);
+            uint32_t b;
+            memcpy(&b, &v, 4);
+            if (c == 0x7F)
+                b = 0x7FC00000u;   /* the quiet NaN, whatever moe_fp8_to_f32's NaN bits */
+            u.hi[c] = (unsigned char)(b >> 24);
+            u.lo[c] = (unsigned char)(b >> 16);   /* e4m3 values have no lower bits */
+        }
+        memcpy(&t, &u, sizeof t);
+        __atomic_store_n(&done, 1, __ATOMIC_RELEASE);
+    }
+    return &t;
+}
+
+/* FP32 lanes rounded to bf16 precision (nearest even), still as FP32 bits. */
+MOE_INLINE __m512i bf16_round_bits(__m512i u)
+{
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    return _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7FFF)), odd),
+                            _mm512_set1_epi32((int)0xFFFF0000u));
+}
+
+/* a..d hold x[0..15], x[16..31], x[32..47], x[48..63] as bf16 in the top
+ * 16 bits of their lanes; stores them in unpack order: o[0..31] =
+ * x[0..7, 16..23, 32..39, 48..55], o[32..63] = x[8..15, 24..31, 40..47,
+ * 56..63]. */
+MOE_INLINE void bf16_store_perm(uint16_t *o, __m512i a, __m512i b, __m512i c, __m512i d)
+{
+    /* word m of permutex2var_epi16(a, idx, b): idx < 32 from a, else from b */
+    const __m512i idx = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 31, 29, 27, 25, 23, 21, 19, 17,
+                                         47, 45, 43, 41, 39, 37, 35, 33, 15, 13, 11, 9, 7, 5, 3, 1);
+    const __m512i p = _mm512_permutex2var_epi16(a, idx, b);   /* x[0..7, 16..23, 8..15, 24..31] */
+    const __m512i q = _mm512_permutex2var_epi16(c, idx, d);   /* x[32..39, 48..55, 40..47, 56..63] */
+    _mm512_storeu_si512(o, _mm512_shuffle_i64x2(p, q, 0x44));
+    _mm512_storeu_si512(o + 32, _mm512_shuffle_i64x2(p, q, 0xEE));
+}
+
+/* For each 64-group g of x[0..kc): xb[128 g ..) = the 64 high parts, then
+ * the 64 low parts, of x[i] * f[i / 128] in unpack order (0 past kc). */
+static void fp8_bf16_prep_x(uint16_t *xb, const float *x, int64_t kc, const float *f)
+{
+    for (int64_t g = 0; g * 64 < kc; g++) {
+        const __m512 fv = _mm512_set1_ps(f[g / 2]);
+        __m512i h[4], l[4];
+        for (int i = 0; i < 4; i++) {
+            const int64_t k = g * 64 + 16 * i;
+            const __mmask16 m = mask16(k < kc ? min64(16, kc - k) : 0);
+            const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + k), fv);
+            h[i] = bf16_round_bits(_mm512_castps_si512(v));
+            l[i] = bf16_round_bits(_mm512_castps_si512(_mm512_sub_ps(v, _mm512_castsi512_ps(h[i]))));
+        }
+        bf16_store_perm(xb + 128 * g, h[0], h[1], h[2], h[3]);
+        bf16_store_perm(xb + 128 * g + 64, l[0], l[1], l[2], l[3]);
+    }
+}
+
+/* acc[i] = row i . x' over kc weights for R rows (rp[i] at the chunk start),
+ * prefetching pfd bytes ahead of each row when pfd != 0. */
+MOE_BF16VBMI MOE_INLINE void fp8_bf16_rows(const unsigned char *const *rp, const int R, const uint16_t *xb,
+                                           int64_t kc, __m512 *acc, const struct fp8_bf16_tab *tab, int64_t pfd)
+{
+    const __m512i th0 = _mm512_loadu_si512(tab->hi), th1 = _mm512_loadu_si512(tab->hi + 64);
+    const __m512i tl0 = _mm512_loadu_si512(tab->lo), tl1 = _mm512_loadu_si512(tab->lo + 64);
+    const __m512i sgn = _mm512_set1_epi8((char)0x80);
+    __m512 a0[FP8B_R], a1[FP8B_R];
+    MOE_UNROLL
+    for (int i = 0; i < R; i++)
+        a0[i] = a1[i] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < kc; k += 64) {
+        const uint16_t *xg = xb + 2 * k;
+        const __m512bh xh0 = (__m512bh)_mm512_load_si512(xg), xh1 = (__m512bh)_mm512_load_si512(xg + 32);
+        const __m512bh xl0 = (__m512bh)_mm512_load_si512(xg + 64), xl1 = (__m512bh)_mm512_load_si512(xg + 96);
+        const __mmask64 m = kc - k >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << (kc - k)) - 1;
+        MOE_UNROLL
+        for (int i = 0; i < R; i++) {
+            const __m512i w = _mm512_maskz_loadu_epi8(m, rp[i] + k);
+            if (pfd)
+                prefetch_l2(rp[i] + k, pfd);
+            /* hi = table | (w & 0x80) */
+            const __m512i hi = _mm512_ternarylogic_epi32(_mm512_permutex2var_epi8(th0, w, th1), w, sgn, 0xF8);
+            const __m512i lo = _mm512_permutex2var_epi8(tl0, w, tl1);
+            const __m512bh u0 = (__m512bh)_mm512_unpacklo_epi8(lo, hi), u1 = (__m512bh)_mm512_unpackhi_epi8(lo, hi);
+            a0[i] = _mm512_dpbf16_ps(_mm512_dpbf16_ps(a0[i], u0, xh0), u0, xl0);
+            a1[i] = _mm512_dpbf16_ps(_mm512_dpbf16_ps(a1[i], u1, xh1), u1, xl1);
+        }
+    }
+    MOE_UNROLL
+    for (int i = 0; i < R; i++)
+        acc[i] = _mm512_add_ps(a0[i], a1[i]);
+}
+
+/* y[r] for rows [r0, r1) of one 128-row block; xmax = max |x|; xb: a
+ * 64-byte aligned buffer of 2 * FP8B_KC.  Returns 0, writing nothing, when
+ * x and the block's scales are outside the range described above. */
+MOE_BF16VBMI static int fp8_bf16_block(const struct moe_mat *w, int64_t r0, int64_t r1, const float *x, float xmax,
+                                       float *y, uint16_t *xb)
+{
+    const int64_t k = w->cols, sc = moe_fp8_scale_cols(k);
+    const float *srow = w->scale + (r0 / MOE_FP8_BLOCK) * sc;
+    float smax = 0.0f;
+    for (int64_t b = 0; b < sc; b++)
+        smax = fabsf(srow[b]) > smax ? fabsf(srow[b]) : smax;
+    const double p = (double)xmax * smax;
+    int e = 0, ep;
+    if (!(p < 0x1p120) || !(smax < 0x1p100))   /* also NaN */
+        return 0;
+    if (p > 0.0) {
+        frexp(p, &ep);
+        e = 60 - ep;
+    }
+    if (e > 126 || e < -126 || (double)smax * ldexp(1.0, e) >= 0x1p120)
+        return 0;
+    const float undo = ldexpf(1.0f, -e);
+    const struct fp8_bf16_tab *tab = fp8_bf16_table();
+    const int64_t pfd = FP8B_R * (int64_t)moe_wtype_row_bytes(MOE_W_FP8, k);   /* the next pass's rows */
+    for (int64_t k0 = 0; k0 < k; k0 += FP8B_KC) {
+        const int64_t kc = min64(FP8B_KC, k - k0);
+        float f[FP8B_KC / MOE_FP8_BLOCK];
+        for (int64_t b = 0; b * MOE_FP8_BLOCK < kc; b++)
+            f[b] = ldexpf(srow[k0 / MOE_FP8_BLOCK + b], e);
+        fp8_bf16_prep_x(xb, x + k0, kc, f);
+        __m512 acc[FP8B_R];
+        const unsigned char *rp[FP8B_R];
+        int64_t r = r0;
+        for (; r + FP8B_R <= r1; r += FP8B_R) {
+            MOE_UNROLL
+            for (int i = 0; i < FP8B_R; i++)
+                rp[i] = mat_row(w, r + i) + k0;
+            fp8_bf16_rows(rp, FP8B_R, xb, kc, acc, tab, pfd);
+            __m128 s = _mm_mul_ps(hsum4(acc[0], acc[1], acc[2], acc[3]), _mm_set1_ps(undo));
+            if (k0)
+                s = _mm_add_ps(s, _mm_loadu_ps(y + r));
+            _mm_storeu_ps(y + r, s);
+        }
+        for (; r < r1; r++) {
+            rp[0] = mat_row(w, r) + k0;
+            fp8_bf16_rows(rp, 1, xb, kc, acc, tab, 0);
+            y[r] = _mm512_reduce_add_ps(acc[0]) * undo + (k0 ? y[r] : 0.0f);
+        }
+    }
+    return 1;
+}
+
+MOE_BF16VBMI static void fp8_bf16_gemv1(const struct moe_mat *w, int64_t row0, int64_t row1, const float *x,
+                                        float *y)
+{
+    _Alignas(64) uint16_t xb[2 * FP8B_KC];
+    const int64_t k = w->cols;
+    __m512 mx = _mm512_setzero_ps();
+    for (int64_t i = 0; i < k; i += 16)
+        mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(mask16(min64(16, k - i)), x + i)));
+    const float xmax = _mm512_reduce_max_ps(mx);   /* NaN lanes are skipped: NaN x gives NaN either way */
+    for (int64_t r0 = row0; r0 < row1;) {
+        const int64_t r1 = min64(row1, (r0 / MOE_FP8_BLOCK + 1) * MOE_FP8_BLOCK);
+        if (!fp8_bf16_block(w, r0, r1, x, xmax, y, xb)) {
+            const struct moe_acts a1 = {.k = k, .n = 1, .x = x, .ldx = k};
+            gemv_f(w, r0, r1, &a1, y, 0, MOE_W_FP8);
+        }
+        r0 = r1;
+    }
+}
+
 static void moe_gemv_fp8_f32__avx512(const struct moe_mat *w, int64_t row0, int64_t row1,
                                      const struct moe_acts *a, float *y, int64_t ldy)
 {
+    if (fp8_bf16_usable()) {
+        for (int j = 0; j < a->n; j++)
+            fp8_bf16_gemv1(w, row0, row1, a->x + j * a->ldx, y + j * ldy);
+        return;
+    }
     gemv_f(w, row0, row1, a, y, ldy, MOE_W_FP8);
 }
 

@@ -2,13 +2,19 @@
  * src/main.c — the moecpu command line: dispatches subcommands.
  * Only this file exits the process.
  */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../bench/bench.h"
 #include "../simd/kernels.h"
+#include "moecpu.h"
 #include "threads.h"
 
 #define MOECPU_VERSION "0.1.0"
@@ -22,6 +28,8 @@ static void usage(FILE *f)
             "\n"
             "commands:\n"
             "  info            CPU, its SIMD features, the kernel tables and which one is used\n"
+            "  eval            teacher-forced logits of a token sequence, written to a file\n"
+            "  run             greedy continuation of a token sequence (token ids for now)\n"
             "  bench kernels   GEMV/GEMM speed of every kernel table and weight type\n"
             "  help            this text\n"
             "\n"
@@ -82,6 +90,409 @@ static int cmd_info(int argc, char **argv)
     return 0;
 }
 
+/* ---- eval and run: shared options, model loading with progress */
+
+struct model_opts {
+    const char *model, *ids, *logits_out, *isa;
+    int threads, batch, n_predict, print_ids;
+    long long ctx;
+    enum moe_kv_type kv_type;
+    double temp;
+};
+
+/* Parse "1,2,3" into *out (malloc'd).  Non-numbers, negatives and values
+ * beyond int32 are errors naming the offending entry. */
+static int parse_ids(const char *cmd, const char *s, int32_t **out, int64_t *n)
+{
+    size_t cap = 16, cnt = 0;
+    int32_t *v = malloc(cap * sizeof *v);
+    if (!v) {
+        fprintf(stderr, "moecpu %s: out of memory\n", cmd);
+        return -1;
+    }
+    const char *p = s;
+    for (;;) {
+        while (*p == ' ') p++;
+        char *end;
+        errno = 0;
+        long long x = strtoll(p, &end, 10);
+        if (end == p || (*end && *end != ',' && *end != ' ')) {
+            fprintf(stderr, "moecpu %s: --token-ids entry %zu ('%.20s') is not a number; give comma-separated ids like 1,2,3\n",
+                    cmd, cnt + 1, p);
+            free(v);
+            return -1;
+        }
+        if (x < 0 || x > INT32_MAX || errno == ERANGE) {
+            fprintf(stderr, "moecpu %s: --token-ids entry %zu (%.20s) must be a non-negative token id\n", cmd, cnt + 1, p);
+            free(v);
+            return -1;
+        }
+        if (cnt == cap) {
+            int32_t *nv = realloc(v, 2 * cap * sizeof *v);
+            if (!nv) {
+                free(v);
+                fprintf(stderr, "moecpu %s: out of memory\n", cmd);
+                return -1;
+            }
+            v = nv;
+            cap *= 2;
+        }
+        v[cnt++] = (int32_t)x;
+        p = end;
+        while (*p == ' ') p++;
+        if (!*p) break;
+        p++;                   /* ',' */
+    }
+    *out = v;
+    *n = (int64_t)cnt;
+    return 0;
+}
+
+static int parse_int_opt(const char *cmd, const char *opt, const char *val, long long lo, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long x = strtoll(val, &end, 10);
+    if (end == val || *end || errno == ERANGE || x < lo || x > hi) {
+        fprintf(stderr, "moecpu %s: %s '%s' must be an integer in [%lld, %lld]\n", cmd, opt, val, lo, hi);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+/* Returns 0 ok, 1 help printed, 2 usage error (message printed). */
+static int parse_model_opts(const char *cmd, int argc, char **argv, struct model_opts *o, void (*help)(FILE *))
+{
+    memset(o, 0, sizeof *o);
+    o->kv_type = MOE_KV_F32;
+    o->n_predict = 32;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        long long x;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            help(stdout);
+            return 1;
+        }
+        if (!strcmp(a, "--print-ids")) {
+            o->print_ids = 1;
+            continue;
+        }
+        if (!val) {
+            fprintf(stderr, "moecpu %s: unknown or incomplete option '%s' (try 'moecpu %s --help')\n", cmd, a, cmd);
+            return 2;
+        }
+        i++;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->model = val;
+        else if (!strcmp(a, "--token-ids")) o->ids = val;
+        else if (!strcmp(a, "--logits-out") && !strcmp(cmd, "eval")) o->logits_out = val;
+        else if (!strcmp(a, "--isa")) o->isa = val;
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
+            if (parse_int_opt(cmd, a, val, 1, 1024, &x)) return 2;
+            o->threads = (int)x;
+        } else if (!strcmp(a, "--ctx")) {
+            if (parse_int_opt(cmd, a, val, 1, (long long)1 << 30, &x)) return 2;
+            o->ctx = x;
+        } else if (!strcmp(a, "--batch")) {
+            if (parse_int_opt(cmd, a, val, 1, 4096, &x)) return 2;
+            o->batch = (int)x;
+        } else if (!strcmp(a, "-n") && !strcmp(cmd, "run")) {
+            if (parse_int_opt(cmd, a, val, 0, 1 << 30, &x)) return 2;
+            o->n_predict = (int)x;
+        } else if (!strcmp(a, "--temp") && !strcmp(cmd, "run")) {
+            char *end;
+            o->temp = strtod(val, &end);
+            if (end == val || *end || !(o->temp >= 0)) {
+                fprintf(stderr, "moecpu %s: --temp '%s' must be a number >= 0\n", cmd, val);
+                return 2;
+            }
+        } else if (!strcmp(a, "--kv-type")) {
+            if (!strcmp(val, "f32")) o->kv_type = MOE_KV_F32;
+            else if (!strcmp(val, "bf16")) o->kv_type = MOE_KV_BF16;
+            else {
+                fprintf(stderr, "moecpu %s: --kv-type '%s' unknown (f32 or bf16)\n", cmd, val);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "moecpu %s: unknown option '%s' (try 'moecpu %s --help')\n", cmd, a, cmd);
+            return 2;
+        }
+    }
+    if (!o->model) {
+        fprintf(stderr, "moecpu %s: -m MODEL is required (a Hugging Face directory or a .gguf file)\n", cmd);
+        return 2;
+    }
+    if (!o->ids) {
+        fprintf(stderr, "moecpu %s: --token-ids 1,2,3 is required (text input comes with the tokenizer)\n", cmd);
+        return 2;
+    }
+    return 0;
+}
+
+struct load_progress {
+    double t0;
+    int shown;
+};
+
+static double now_sec(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* Shown on a terminal only, once loading has taken more than a second. */
+static void on_progress(void *user, const char *stage, double f)
+{
+    struct load_progress *lp = user;
+    if (!isatty(STDERR_FILENO) || now_sec() - lp->t0 < 1.0) return;
+    fprintf(stderr, "\rloading: %-20s %3d%%", stage, (int)(f * 100.0 + 0.5));
+    lp->shown = 1;
+}
+
+/* Open the model and a context for n_tokens; prints the error and returns
+ * the exit code on failure. */
+static int open_model(const char *cmd, const struct model_opts *o, int64_t n_tokens, struct moe_model **m,
+                      struct moe_context **c)
+{
+    char err[1024];
+    struct load_progress lp = {now_sec(), 0};
+    struct moe_model_params mp;
+    moe_model_params_init(&mp);
+    mp.isa = o->isa;
+    mp.n_threads = o->threads;
+    mp.progress = on_progress;
+    mp.progress_user = &lp;
+    if (access(o->model, F_OK) != 0) {
+        fprintf(stderr, "moecpu %s: model '%s' not found: give -m a Hugging Face directory or a .gguf file\n", cmd,
+                o->model);
+        return 1;
+    }
+    int rc = moe_model_open(m, o->model, &mp, err, sizeof err);
+    if (lp.shown) fprintf(stderr, "\n");
+    if (rc) {
+        fprintf(stderr, "moecpu %s: %s\n", cmd, err);
+        return 1;
+    }
+    struct moe_context_params cp;
+    moe_context_params_init(&cp);
+    cp.n_ctx = o->ctx > 0 ? o->ctx : n_tokens;
+    cp.kv_type = o->kv_type;
+    cp.n_batch = o->batch;
+    if (cp.n_ctx < n_tokens) {
+        fprintf(stderr, "moecpu %s: %lld tokens do not fit in a context of %lld (raise --ctx or shorten the input)\n",
+                cmd, (long long)n_tokens, (long long)cp.n_ctx);
+        moe_model_free(*m);
+        return 1;
+    }
+    if ((rc = moe_context_new(c, *m, &cp, err, sizeof err))) {
+        fprintf(stderr, "moecpu %s: %s\n", cmd, err);
+        moe_model_free(*m);
+        return 1;
+    }
+    struct moe_model_info info;
+    moe_model_get_info(*m, &info);
+    fprintf(stderr,
+            "moecpu %s: %s (%s %s): %d layers (%d dense), %d routed experts, vocab %lld, %.1f MiB of weights; "
+            "kernels %s, %d threads; KV cache %.2f MiB (%s, %lld tokens)\n",
+            cmd, o->model, info.format, info.model_type, info.n_layers, info.n_dense_layers, info.n_routed_experts,
+            (long long)info.vocab_size, (double)info.weight_bytes / 1048576.0, info.isa, info.n_threads,
+            (double)moe_context_kv_bytes(*c) / 1048576.0, o->kv_type == MOE_KV_BF16 ? "bf16" : "f32",
+            (long long)moe_context_n_ctx(*c));
+    return 0;
+}
+
+static int check_ids(const char *cmd, const struct moe_model *m, const int32_t *ids, int64_t n)
+{
+    struct moe_model_info info;
+    moe_model_get_info(m, &info);
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] >= info.vocab_size) {
+            fprintf(stderr, "moecpu %s: token id %d (entry %lld of --token-ids) is not below the vocabulary size %lld\n",
+                    cmd, (int)ids[i], (long long)i + 1, (long long)info.vocab_size);
+            return -1;
+        }
+    return 0;
+}
+
+static void eval_help(FILE *f)
+{
+    fprintf(f,
+            "usage: moecpu eval -m MODEL --token-ids 1,2,3 --logits-out FILE [options]\n"
+            "  Runs the model over the ids teacher-forced from position 0 and writes the logits of\n"
+            "  every position: n_ids x vocab float32, little-endian, row by row (written to FILE.tmp,\n"
+            "  then renamed).\n"
+            "  -m MODEL          Hugging Face directory (config.json + safetensors) or a GGUF file\n"
+            "  --token-ids IDS   comma-separated token ids\n"
+            "  --logits-out FILE where the logits go\n"
+            "  --isa NAME        kernel table (scalar, avx2, avx512, avx512_vnni, neon, neon_dotprod)\n"
+            "  -t N              threads (default: physical cores)\n"
+            "  --ctx N           KV cache size in tokens (default: the number of ids)\n"
+            "  --kv-type T       KV cache type: f32 (default) or bf16\n"
+            "  --batch N         tokens per prefill batch (default 64)\n");
+}
+
+static void run_help(FILE *f)
+{
+    fprintf(f,
+            "usage: moecpu run -m MODEL --token-ids 1,2,3 [-n 32] [--temp 0] --print-ids [options]\n"
+            "  Evaluates the ids as a prompt, then generates -n tokens greedily and prints them as\n"
+            "  space-separated ids on one line (end-of-sequence does not stop it).\n"
+            "  -m MODEL          Hugging Face directory (config.json + safetensors) or a GGUF file\n"
+            "  --token-ids IDS   comma-separated prompt token ids\n"
+            "  -n N              tokens to generate (default 32)\n"
+            "  --temp T          sampling temperature; only 0 (greedy) exists for now\n"
+            "  --print-ids       print token ids (required until the tokenizer exists)\n"
+            "  --isa NAME        kernel table (scalar, avx2, avx512, avx512_vnni, neon, neon_dotprod)\n"
+            "  -t N              threads (default: physical cores)\n"
+            "  --ctx N           KV cache size in tokens (default: prompt + n)\n"
+            "  --kv-type T       KV cache type: f32 (default) or bf16\n"
+            "  --batch N         tokens per prefill batch (default 64)\n");
+}
+
+/* Little-endian float32 rows. */
+static int write_floats(FILE *fp, const float *v, size_t n)
+{
+    const uint32_t one = 1;
+    unsigned char first;
+    memcpy(&first, &one, 1);
+    if (first) return fwrite(v, sizeof(float), n, fp) == n ? 0 : -1;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], 4);
+        unsigned char b[4] = {(unsigned char)u, (unsigned char)(u >> 8), (unsigned char)(u >> 16),
+                              (unsigned char)(u >> 24)};
+        if (fwrite(b, 1, 4, fp) != 4) return -1;
+    }
+    return 0;
+}
+
+static int cmd_eval(int argc, char **argv)
+{
+    struct model_opts o;
+    int rc = parse_model_opts("eval", argc, argv, &o, eval_help);
+    if (rc) return rc == 1 ? 0 : rc;
+    if (!o.logits_out) {
+        fprintf(stderr, "moecpu eval: --logits-out FILE is required (where the n_ids x vocab float32 logits go)\n");
+        return 2;
+    }
+    int32_t *ids;
+    int64_t n;
+    if (parse_ids("eval", o.ids, &ids, &n)) return 2;
+    struct moe_model *m;
+    struct moe_context *c;
+    if ((rc = open_model("eval", &o, n, &m, &c))) {
+        free(ids);
+        return rc;
+    }
+    struct moe_model_info info;
+    moe_model_get_info(m, &info);
+    char err[1024];
+    char *tmp = NULL;
+    FILE *fp = NULL;
+    rc = 1;
+    if (check_ids("eval", m, ids, n)) goto done;
+    tmp = malloc(strlen(o.logits_out) + 5);
+    if (!tmp) goto done;
+    sprintf(tmp, "%s.tmp", o.logits_out);
+    fp = fopen(tmp, "wb");
+    if (!fp) {
+        fprintf(stderr, "moecpu eval: cannot write '%s': %s (check the directory exists and is writable)\n", tmp,
+                strerror(errno));
+        goto done;
+    }
+    /* In batch-sized pieces so the logits of a long input never sit in memory at once. */
+    const int64_t step = o.batch > 0 ? o.batch : 64;
+    for (int64_t i = 0; i < n; i += step) {
+        const int64_t cnt = n - i < step ? n - i : step;
+        if (moe_context_eval(c, ids + i, cnt, 1, err, sizeof err)) {
+            fprintf(stderr, "moecpu eval: %s\n", err);
+            goto done;
+        }
+        int64_t rows;
+        const float *lg = moe_context_logits(c, &rows);
+        if (write_floats(fp, lg, (size_t)rows * (size_t)info.vocab_size)) {
+            fprintf(stderr, "moecpu eval: writing '%s' failed: %s\n", tmp, strerror(errno));
+            goto done;
+        }
+    }
+    if (fclose(fp) != 0) {
+        fp = NULL;
+        fprintf(stderr, "moecpu eval: writing '%s' failed: %s\n", tmp, strerror(errno));
+        goto done;
+    }
+    fp = NULL;
+    if (rename(tmp, o.logits_out) != 0) {
+        fprintf(stderr, "moecpu eval: cannot rename '%s' to '%s': %s\n", tmp, o.logits_out, strerror(errno));
+        goto done;
+    }
+    rc = 0;
+done:
+    if (fp) fclose(fp);
+    if (rc && tmp) remove(tmp);
+    free(tmp);
+    free(ids);
+    moe_context_free(c);
+    moe_model_free(m);
+    return rc;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    struct model_opts o;
+    int rc = parse_model_opts("run", argc, argv, &o, run_help);
+    if (rc) return rc == 1 ? 0 : rc;
+    if (o.temp != 0) {
+        fprintf(stderr, "moecpu run: --temp %g is not supported yet: only greedy decoding exists (use --temp 0)\n",
+                o.temp);
+        return 2;
+    }
+    if (!o.print_ids) {
+        fprintf(stderr, "moecpu run: text output needs the tokenizer, which does not exist yet (add --print-ids)\n");
+        return 2;
+    }
+    int32_t *ids;
+    int64_t n;
+    if (parse_ids("run", o.ids, &ids, &n)) return 2;
+    struct moe_model *m;
+    struct moe_context *c;
+    /* the last generated token is never fed back */
+    const int64_t need = n + (o.n_predict > 0 ? o.n_predict - 1 : 0);
+    if ((rc = open_model("run", &o, need, &m, &c))) {
+        free(ids);
+        return rc;
+    }
+    struct moe_model_info info;
+    moe_model_get_info(m, &info);
+    char err[1024];
+    rc = 1;
+    if (check_ids("run", m, ids, n)) goto done;
+    if (moe_context_eval(c, ids, n, 0, err, sizeof err)) {
+        fprintf(stderr, "moecpu run: %s\n", err);
+        goto done;
+    }
+    for (int i = 0; i < o.n_predict; i++) {
+        const float *lg = moe_context_logits(c, NULL);
+        int32_t best = 0;
+        for (int64_t v = 1; v < info.vocab_size; v++)
+            if (lg[v] > lg[best]) best = (int32_t)v;
+        printf(i ? " %d" : "%d", (int)best);
+        if (i + 1 < o.n_predict && moe_context_eval(c, &best, 1, 0, err, sizeof err)) {
+            printf("\n");
+            fprintf(stderr, "moecpu run: %s\n", err);
+            goto done;
+        }
+    }
+    printf("\n");
+    rc = fflush(stdout) == 0 ? 0 : 1;
+done:
+    free(ids);
+    moe_context_free(c);
+    moe_model_free(m);
+    return rc;
+}
+
 static int cmd_bench(int argc, char **argv)
 {
     if (argc >= 1 && !strcmp(argv[0], "kernels"))
@@ -119,6 +530,10 @@ int main(int argc, char **argv)
         return cmd_info(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench"))
         return cmd_bench(argc - 2, argv + 2);
+    if (!strcmp(cmd, "eval"))
+        return cmd_eval(argc - 2, argv + 2);
+    if (!strcmp(cmd, "run"))
+        return cmd_run(argc - 2, argv + 2);
     fprintf(stderr, "moecpu: unknown command '%s' (run 'moecpu help' for the list)\n", cmd);
     return 2;
 }

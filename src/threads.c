@@ -12,6 +12,7 @@
 
 #include <cpuinfo.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -159,9 +160,15 @@ void moe_pool_run(struct moe_pool *p, moe_task_fn fn, void *ctx, int n_tasks)
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
     run_tasks(p);
-    for (int i = 1; i < p->n_threads; i++)
-        while (atomic_load_explicit(&p->acked[i], memory_order_acquire) != g)
-            cpu_relax();
+    /* Spin while workers finish; yield once it takes long (more threads
+     * than free cores: spinning would only delay the workers we wait on). */
+    for (int i = 1, spins = 0; i < p->n_threads; i++)
+        while (atomic_load_explicit(&p->acked[i], memory_order_acquire) != g) {
+            if (++spins < SPIN_ROUNDS)
+                cpu_relax();
+            else
+                sched_yield();
+        }
 }
 
 int moe_physical_cores(void)

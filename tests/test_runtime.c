@@ -30,12 +30,14 @@ static void count_task(void *ctx, int t)
 static void test_pool_runs_each_task_once(void **state)
 {
     (void)state;
+    /* quick mode (sanitizers, qemu): fewer jobs */
+    const int jobs = getenv("MOECPU_TEST_QUICK") && atoi(getenv("MOECPU_TEST_QUICK")) ? 300 : 3000;
     for (int nt = 1; nt <= 4; nt++) {
         struct moe_pool *p = moe_pool_create(nt);
         assert_non_null(p);
         assert_int_equal(moe_pool_threads(p), nt);
         atomic_int hits[64];
-        for (int job = 0; job < 3000; job++) {
+        for (int job = 0; job < jobs; job++) {
             int n = 1 + (job * 7) % 64;
             for (int i = 0; i < 64; i++) atomic_init(&hits[i], 0);
             struct count_job j = {hits, job};

@@ -1,0 +1,120 @@
+/*
+ * src/moecpu.h — the public C API of the moecpu engine: what the CLI (and
+ * later the server) uses.  Nothing below this API prints, exits or aborts.
+ *
+ * Two objects:
+ *  - struct moe_model: a DeepSeek-family model opened from a Hugging Face
+ *    directory (safetensors + config.json) or a GGUF file.  Weights stay in
+ *    read-only mmaps; the model is never modified after open and is shared
+ *    by every context made from it.  It owns the kernel table choice and
+ *    the thread pool.
+ *  - struct moe_context: one sequence: its latent KV cache (allocated for
+ *    n_ctx tokens at creation), scratch buffers and the logits of the last
+ *    eval.  Many contexts may share one model; evals on contexts of the
+ *    same model are serialized internally (one thread pool per model).
+ *    One context is used by one thread at a time.
+ *
+ * Errors: functions that can fail return MOE_OK (0) or a negative status
+ * (the values of enum moe_status in model_files.h, repeated here so this
+ * header stands alone) and write one message with its context into the
+ * caller's err[errlen] (err may be NULL).
+ */
+#ifndef MOECPU_H
+#define MOECPU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Status codes (identical to enum moe_status). */
+#define MOECPU_OK 0
+#define MOECPU_ERR_IO (-1)          /* open/read/mmap/write failed */
+#define MOECPU_ERR_FORMAT (-2)      /* malformed or truncated file */
+#define MOECPU_ERR_NOT_FOUND (-3)   /* missing file, key or tensor */
+#define MOECPU_ERR_TYPE (-4)        /* tensor of another shape or dtype */
+#define MOECPU_ERR_UNSUPPORTED (-5) /* valid input moecpu cannot use */
+#define MOECPU_ERR_NOMEM (-6)
+#define MOECPU_ERR_INVALID (-7)     /* a bad argument: token id out of range, context full, ... */
+
+struct moe_model;
+struct moe_context;
+
+/* Loading progress: stage is a short label ("mapping", "binding tensors"),
+ * fraction in [0, 1].  Called from the thread that opens the model. */
+typedef void (*moe_progress_fn)(void *user, const char *stage, double fraction);
+
+struct moe_model_params {
+    const char *isa;           /* kernel table or family name ("scalar", "avx2", ...); NULL or "auto":
+                                * the process default (MOECPU_ISA, else the best runnable) */
+    int n_threads;             /* threads of the pool, counting the caller; <= 0: physical cores */
+    moe_progress_fn progress;  /* may be NULL */
+    void *progress_user;
+};
+
+/* Defaults: isa NULL, n_threads 0, no progress. */
+void moe_model_params_init(struct moe_model_params *p);
+
+/* Open `path`: a directory (HF safetensors + config.json) or a GGUF file.
+ * Every tensor the forward pass uses is checked (present, dtype, exact
+ * shape); MTP (nextn) layers are recognized and left out.  *out is NULL
+ * on failure. */
+int moe_model_open(struct moe_model **out, const char *path, const struct moe_model_params *p, char *err,
+                   size_t errlen);
+/* Free a model; every context made from it must be freed first. */
+void moe_model_free(struct moe_model *m);
+
+struct moe_model_info {
+    const char *format;        /* "gguf" or "safetensors" */
+    const char *model_type;    /* config model_type ("deepseek_v3", "deepseek2", ...) */
+    const char *isa;           /* kernel table in use */
+    int n_threads;
+    int64_t vocab_size;
+    int64_t hidden_size;
+    int n_layers;              /* main layers (MTP layers excluded) */
+    int n_mtp_layers;          /* recognized, not used */
+    int n_dense_layers;
+    int n_heads;
+    int n_routed_experts, n_shared_experts, n_experts_per_tok;
+    int64_t kv_lora_rank, qk_rope_head_dim;
+    int64_t max_position_embeddings;
+    int64_t bos_token_id, eos_token_id; /* -1 when unknown */
+    size_t weight_bytes;       /* bytes of the tensors the forward pass reads */
+};
+void moe_model_get_info(const struct moe_model *m, struct moe_model_info *info);
+
+enum moe_kv_type { MOE_KV_F32 = 0, MOE_KV_BF16 = 1 };
+
+struct moe_context_params {
+    int64_t n_ctx;             /* tokens the KV cache holds; <= 0: min(4096, max_position_embeddings) */
+    enum moe_kv_type kv_type;
+    int n_batch;               /* prefill processes at most this many tokens at once; <= 0: 64 */
+};
+void moe_context_params_init(struct moe_context_params *p);
+
+/* A new sequence at position 0.  Allocates the KV cache and scratch; prints
+ * nothing.  *out is NULL on failure. */
+int moe_context_new(struct moe_context **out, struct moe_model *m, const struct moe_context_params *p, char *err,
+                    size_t errlen);
+void moe_context_free(struct moe_context *c);
+
+/* Bytes of the context's KV cache (n_layers * n_ctx * (kv_lora_rank +
+ * qk_rope_head_dim) * element size). */
+size_t moe_context_kv_bytes(const struct moe_context *c);
+int64_t moe_context_n_ctx(const struct moe_context *c);
+/* Tokens in the cache: the position the next eval starts at. */
+int64_t moe_context_pos(const struct moe_context *c);
+
+/* Append n tokens at the current position and run the model over them.
+ * all_logits != 0: logits for every one of the n positions; else only for
+ * the last.  Fails with MOECPU_ERR_INVALID (and changes nothing) when an id
+ * is outside [0, vocab) or the tokens do not fit in the context. */
+int moe_context_eval(struct moe_context *c, const int32_t *ids, int64_t n, int all_logits, char *err, size_t errlen);
+
+/* Logits of the last eval: [*n_rows][vocab_size] FP32, row i for the i-th
+ * position that produced logits.  Valid until the next eval/reset/free.
+ * NULL (n_rows 0) before any eval. */
+const float *moe_context_logits(const struct moe_context *c, int64_t *n_rows);
+
+/* Forget the sequence: position 0, no logits.  The cache is kept. */
+void moe_context_reset(struct moe_context *c);
+
+#endif
