@@ -76,12 +76,12 @@ test-native: $(TEST_BIN) $(BUILD)/gen_model moecpu
 test-asan:
 	$(MAKE) --no-print-directory BUILD=build-asan WERROR=1 OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
 	    LDFLAGS="-fsanitize=address,undefined" tests build-asan/moecpu
-	MOECPU_TEST_QUICK=1 MOECPU_BIN=build-asan/moecpu scripts/run-tests.sh $(TEST_SRC:tests/%.c=build-asan/tests/%) tests/cli.sh
+	MOECPU_TEST_QUICK=1 MOECPU_BIN=build-asan/moecpu MOECPU_GEN_MODEL=$(CURDIR)/build-asan/gen_model scripts/run-tests.sh $(TEST_SRC:tests/%.c=build-asan/tests/%) tests/cli.sh
 
 # clang must build everything warning-free too; its kernel code is tested as well.
 test-clang:
 	$(MAKE) --no-print-directory BUILD=build-clang CC=clang WERROR=1 tests build-clang/moecpu
-	MOECPU_TEST_QUICK=1 MOECPU_BIN=build-clang/moecpu scripts/run-tests.sh $(TEST_SRC:tests/%.c=build-clang/tests/%) tests/cli.sh
+	MOECPU_TEST_QUICK=1 MOECPU_BIN=build-clang/moecpu MOECPU_GEN_MODEL=$(CURDIR)/build-clang/gen_model scripts/run-tests.sh $(TEST_SRC:tests/%.c=build-clang/tests/%) tests/cli.sh
 
 # Under qemu (10-50x slower) the kernel, format and loader tests.  The
 # thread-pool and forward-pass tests run natively only: qemu-user 7.2 can
