@@ -78,8 +78,10 @@ test-asan:
 	    LDFLAGS="-fsanitize=address,undefined" tests build-asan/moecpu
 	MOECPU_TEST_QUICK=1 MOECPU_BIN=build-asan/moecpu MOECPU_GEN_MODEL=$(CURDIR)/build-asan/gen_model scripts/run-tests.sh $(TEST_SRC:tests/%.c=build-asan/tests/%) tests/cli.sh
 
-# clang must build everything warning-free too; its kernel code is tested as well.
+# clang must build everything warning-free too (x86-64, and aarch64 built
+# only); its x86 kernel code is tested as well.
 test-clang:
+	$(MAKE) --no-print-directory BUILD=build-clang-arm64 CC="clang --target=aarch64-linux-gnu" WERROR=1 build-clang-arm64/moecpu
 	$(MAKE) --no-print-directory BUILD=build-clang CC=clang WERROR=1 tests build-clang/moecpu
 	MOECPU_TEST_QUICK=1 MOECPU_BIN=build-clang/moecpu MOECPU_GEN_MODEL=$(CURDIR)/build-clang/gen_model scripts/run-tests.sh $(TEST_SRC:tests/%.c=build-clang/tests/%) tests/cli.sh
 
@@ -99,6 +101,6 @@ test-arm64:
 bench: moecpu
 
 clean:
-	rm -rf build build-asan build-clang build-arm64 moecpu
+	rm -rf build build-asan build-clang build-clang-arm64 build-arm64 moecpu
 
 -include $(CORE_OBJ:.o=.d) $(MAIN_OBJ:.o=.d)
