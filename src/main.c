@@ -3,6 +3,7 @@
  * Only this file exits the process.
  */
 #include <errno.h>
+#include <math.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdint.h>
@@ -30,6 +31,7 @@ static void usage(FILE *f)
             "  info            CPU, its SIMD features, the kernel tables and which one is used\n"
             "  eval            teacher-forced logits of a token sequence, written to a file\n"
             "  run             greedy continuation of a token sequence (token ids for now)\n"
+            "  perplexity      perplexity of a token sequence (token ids for now)\n"
             "  bench kernels   GEMV/GEMM speed of every kernel table and weight type\n"
             "  help            this text\n"
             "\n"
@@ -93,7 +95,7 @@ static int cmd_info(int argc, char **argv)
 /* ---- eval and run: shared options, model loading with progress */
 
 struct model_opts {
-    const char *model, *ids, *logits_out, *isa;
+    const char *model, *ids, *ids_file, *logits_out, *isa;
     int threads, batch, n_predict, print_ids;
     long long ctx;
     enum moe_kv_type kv_type;
@@ -186,6 +188,7 @@ static int parse_model_opts(const char *cmd, int argc, char **argv, struct model
         i++;
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->model = val;
         else if (!strcmp(a, "--token-ids")) o->ids = val;
+        else if (!strcmp(a, "--token-ids-file") && !strcmp(cmd, "perplexity")) o->ids_file = val;
         else if (!strcmp(a, "--logits-out") && !strcmp(cmd, "eval")) o->logits_out = val;
         else if (!strcmp(a, "--isa")) o->isa = val;
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
@@ -223,11 +226,54 @@ static int parse_model_opts(const char *cmd, int argc, char **argv, struct model
         fprintf(stderr, "moecpu %s: -m MODEL is required (a Hugging Face directory or a .gguf file)\n", cmd);
         return 2;
     }
-    if (!o->ids) {
-        fprintf(stderr, "moecpu %s: --token-ids 1,2,3 is required (text input comes with the tokenizer)\n", cmd);
+    if (!o->ids && !o->ids_file) {
+        fprintf(stderr, "moecpu %s: --token-ids 1,2,3%s is required (text input comes with the tokenizer)\n", cmd,
+                !strcmp(cmd, "perplexity") ? " or --token-ids-file FILE" : "");
+        return 2;
+    }
+    if (o->ids && o->ids_file) {
+        fprintf(stderr, "moecpu %s: give --token-ids or --token-ids-file, not both\n", cmd);
         return 2;
     }
     return 0;
+}
+
+/* Read a file of token ids separated by commas and/or white space into the
+ * "1,2,3" form parse_ids takes (malloc'd). */
+static char *read_ids_file(const char *cmd, const char *path)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        fprintf(stderr, "moecpu %s: cannot read '%s': %s\n", cmd, path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    int ch, sep = 1;   /* collapse runs of separators into one comma */
+    while (buf && (ch = fgetc(fp)) != EOF) {
+        const int is_sep = ch == ',' || ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
+        if (is_sep && sep) continue;
+        if (len + 2 > cap) {
+            char *nb = cap < ((size_t)1 << 30) ? realloc(buf, cap *= 2) : NULL;
+            if (!nb) { free(buf); buf = NULL; break; }
+            buf = nb;
+        }
+        buf[len++] = is_sep ? ',' : (char)ch;
+        sep = is_sep;
+    }
+    fclose(fp);
+    if (!buf) {
+        fprintf(stderr, "moecpu %s: '%s' is too large to read\n", cmd, path);
+        return NULL;
+    }
+    if (len && buf[len - 1] == ',') len--;
+    buf[len] = 0;
+    if (!len) {
+        fprintf(stderr, "moecpu %s: '%s' holds no token ids\n", cmd, path);
+        free(buf);
+        return NULL;
+    }
+    return buf;
 }
 
 struct load_progress {
@@ -493,6 +539,78 @@ done:
     return rc;
 }
 
+static void perplexity_help(FILE *f)
+{
+    fprintf(f,
+            "usage: moecpu perplexity -m MODEL (--token-ids-file FILE | --token-ids 1,2,3) [options]\n"
+            "  Teacher-forces the ids from position 0 and prints the perplexity exp(mean NLL) of\n"
+            "  predicting each id from the ones before it (n_ids - 1 predictions).\n"
+            "  -m MODEL               Hugging Face directory (config.json + safetensors) or a GGUF file\n"
+            "  --token-ids-file FILE  ids separated by commas and/or white space\n"
+            "  --token-ids IDS        comma-separated ids\n"
+            "  --isa NAME             kernel table (scalar, avx2, avx512, avx512_vnni, neon, neon_dotprod)\n"
+            "  -t N                   threads (default: physical cores)\n"
+            "  --ctx N                KV cache size in tokens (default: the number of ids)\n"
+            "  --kv-type T            KV cache type: f32 (default) or bf16\n"
+            "  --batch N              tokens per prefill batch (default 64)\n");
+}
+
+static int cmd_perplexity(int argc, char **argv)
+{
+    struct model_opts o;
+    int rc = parse_model_opts("perplexity", argc, argv, &o, perplexity_help);
+    if (rc) return rc == 1 ? 0 : rc;
+    char *text = o.ids_file ? read_ids_file("perplexity", o.ids_file) : NULL;
+    if (o.ids_file && !text) return 1;
+    int32_t *ids;
+    int64_t n;
+    rc = parse_ids("perplexity", text ? text : o.ids, &ids, &n);
+    free(text);
+    if (rc) return 2;
+    if (n < 2) {
+        fprintf(stderr, "moecpu perplexity: need at least 2 ids (each id is predicted from those before it)\n");
+        free(ids);
+        return 2;
+    }
+    struct moe_model *m;
+    struct moe_context *c;
+    if ((rc = open_model("perplexity", &o, n, &m, &c))) {
+        free(ids);
+        return rc;
+    }
+    struct moe_model_info info;
+    moe_model_get_info(m, &info);
+    char err[1024];
+    double nll = 0;
+    rc = 1;
+    if (check_ids("perplexity", m, ids, n)) goto done;
+    const int64_t step = o.batch > 0 ? o.batch : 64;
+    for (int64_t i = 0; i < n - 1; i += step) {
+        const int64_t cnt = n - 1 - i < step ? n - 1 - i : step;   /* the last id is only predicted */
+        if (moe_context_eval(c, ids + i, cnt, 1, err, sizeof err)) {
+            fprintf(stderr, "moecpu perplexity: %s\n", err);
+            goto done;
+        }
+        int64_t rows;
+        const float *lg = moe_context_logits(c, &rows);
+        for (int64_t r = 0; r < rows; r++) {
+            const float *l = lg + r * info.vocab_size;
+            double mx = l[0], sum = 0;
+            for (int64_t v = 1; v < info.vocab_size; v++) mx = l[v] > mx ? l[v] : mx;
+            for (int64_t v = 0; v < info.vocab_size; v++) sum += exp((double)l[v] - mx);
+            nll += mx + log(sum) - (double)l[ids[i + r + 1]];
+        }
+    }
+    printf("perplexity %.6f over %lld predicted tokens (mean NLL %.6f nats)\n", exp(nll / (double)(n - 1)),
+           (long long)(n - 1), nll / (double)(n - 1));
+    rc = 0;
+done:
+    free(ids);
+    moe_context_free(c);
+    moe_model_free(m);
+    return rc;
+}
+
 static int cmd_bench(int argc, char **argv)
 {
     if (argc >= 1 && !strcmp(argv[0], "kernels"))
@@ -534,6 +652,8 @@ int main(int argc, char **argv)
         return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(cmd, "run"))
         return cmd_run(argc - 2, argv + 2);
+    if (!strcmp(cmd, "perplexity"))
+        return cmd_perplexity(argc - 2, argv + 2);
     fprintf(stderr, "moecpu: unknown command '%s' (run 'moecpu help' for the list)\n", cmd);
     return 2;
 }

@@ -86,6 +86,27 @@ if [ -f "$o" ]; then
   if node -e "process.exit(Number('$mean') < 0.05 ? 0 : 1)"; then ok "v3 gguf-q8_0 mean KL $mean < 0.05"; else bad "v3 gguf-q8_0 mean KL" "$mean"; fi
 fi
 
+# perplexity: ours vs the mean NLL computed from llama.cpp's logits of the same ids
+if [ -f "$tmp/v3_gguf_f32.ref" ]; then
+  tr ',' ' ' <<< "$ids" > "$tmp/ids.txt"
+  ours=$("$bin" perplexity -m "$tmp/v3.gguf" --token-ids-file "$tmp/ids.txt" 2>/dev/null | sed -n 's/^perplexity \([0-9.]*\) .*/\1/p')
+  theirs=$(node -e '
+    const fs = require("fs"); const V = 512; const ids = process.argv[2].split(",").map(Number);
+    const b = fs.readFileSync(process.argv[1]); let nll = 0;
+    for (let i = 0; i + 1 < ids.length; i++) {
+      let mx = -Infinity, s = 0; const l = (v) => b.readFloatLE(4 * (i * V + v));
+      for (let v = 0; v < V; v++) mx = Math.max(mx, l(v));
+      for (let v = 0; v < V; v++) s += Math.exp(l(v) - mx);
+      nll += mx + Math.log(s) - l(ids[i + 1]);
+    }
+    console.log(Math.exp(nll / (ids.length - 1)));' "$tmp/v3_gguf_f32.ref" "$ids")
+  if [ -n "$ours" ] && node -e "process.exit(Math.abs($ours - $theirs) <= 1e-4 * $theirs ? 0 : 1)"; then
+    ok "v3 gguf-f32 perplexity $ours (llama.cpp logits: $theirs)"
+  else
+    bad "v3 gguf-f32 perplexity" "ours '$ours', from llama.cpp logits '$theirs'"
+  fi
+fi
+
 echo "[  PASSED  ] $pass test(s)."
 if [ "$fail" -gt 0 ]; then echo "[  FAILED  ] $fail test(s), listed below:"; printf '[  FAILED  ] %s\n' "${failed[@]}"; exit 1; fi
 exit 0
