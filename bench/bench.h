@@ -11,6 +11,8 @@ struct moe_pool;
 
 /* `moecpu bench kernels [options]`; returns the process exit status. */
 int moe_bench_kernels(int argc, char **argv);
+/* `moecpu bench -m MODEL [options]`; returns the process exit status. */
+int moe_bench_model(int argc, char **argv);
 
 /* Seconds on a monotonic clock. */
 double moe_bench_now(void);

@@ -32,6 +32,7 @@ static void usage(FILE *f)
             "  eval            teacher-forced logits of a token sequence, written to a file\n"
             "  run             greedy continuation of a token sequence (token ids for now)\n"
             "  perplexity      perplexity of a token sequence (token ids for now)\n"
+            "  bench -m MODEL  prompt and generation tokens/s, and the decode bandwidth bound\n"
             "  bench kernels   GEMV/GEMM speed of every kernel table and weight type\n"
             "  help            this text\n"
             "\n"
@@ -616,10 +617,13 @@ static int cmd_bench(int argc, char **argv)
     if (argc >= 1 && !strcmp(argv[0], "kernels"))
         return moe_bench_kernels(argc - 1, argv + 1);
     if (argc >= 1 && (!strcmp(argv[0], "-h") || !strcmp(argv[0], "--help"))) {
-        printf("usage: moecpu bench kernels [options]   (moecpu bench kernels --help for options)\n");
+        printf("usage: moecpu bench -m MODEL [options]   model speed (moecpu bench -m X --help)\n"
+               "       moecpu bench kernels [options]   kernel speed (moecpu bench kernels --help)\n");
         return 0;
     }
-    fprintf(stderr, "moecpu bench: expected 'kernels' (try 'moecpu bench kernels --help')\n");
+    if (argc >= 1 && argv[0][0] == '-')
+        return moe_bench_model(argc, argv);
+    fprintf(stderr, "moecpu bench: expected 'kernels' or -m MODEL (try 'moecpu bench --help')\n");
     return 2;
 }
 

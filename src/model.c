@@ -430,4 +430,20 @@ void moe_model_get_info(const struct moe_model *m, struct moe_model_info *info)
     info->bos_token_id = c->bos_token_id;
     info->eos_token_id = c->eos_token_id;
     info->weight_bytes = m->weight_bytes;
+    for (int i = 0; i < c->n_layers; i++) {
+        const struct moe_layer *L = &m->layers[i];
+        if (!L->is_moe) continue;
+        for (int e = 0; e < c->n_routed_experts; e++) {
+            const struct moe_mat *t[3] = {&L->exp_gate[e], &L->exp_up[e], &L->exp_down[e]};
+            for (int j = 0; j < 3; j++) {
+                info->routed_expert_bytes += moe_wtype_row_bytes(t[j]->type, t[j]->cols) * (size_t)t[j]->rows;
+                if (t[j]->type == MOE_W_FP8)
+                    info->routed_expert_bytes +=
+                        sizeof(float) * (size_t)(moe_fp8_scale_rows(t[j]->rows) * moe_fp8_scale_cols(t[j]->cols));
+            }
+        }
+    }
+    /* tied embeddings are read whole by lm_head: not skipped per token */
+    if (m->embed.data != m->lm_head.data)
+        info->embedding_bytes = moe_wtype_row_bytes(m->embed.type, m->embed.cols) * (size_t)m->embed.rows;
 }

@@ -78,6 +78,8 @@ struct moe_model_info {
     int64_t max_position_embeddings;
     int64_t bos_token_id, eos_token_id; /* -1 when unknown */
     size_t weight_bytes;       /* bytes of the tensors the forward pass reads */
+    size_t routed_expert_bytes; /* of which routed experts (a token reads top-k of each layer's) */
+    size_t embedding_bytes;    /* of which the embedding table a token reads one row of (0 when tied to lm_head) */
 };
 void moe_model_get_info(const struct moe_model *m, struct moe_model_info *info);
 

@@ -28,7 +28,9 @@ check "info"               0 "selected: +[a-z0-9_]+"    -- info
 check "info --help"        0 "usage: moecpu info"       -- info --help
 check "forced scalar"      0 "selected: +scalar \(forced" MOECPU_ISA=scalar -- info
 check "unknown ISA"        1 "unknown ISA 'sse9'.*scalar" MOECPU_ISA=sse9 -- info
-check "bench usage"        2 "expected 'kernels'"       -- bench
+check "bench usage"        2 "expected 'kernels' or -m MODEL" -- bench
+check "bench no model"     2 "-m MODEL is required"     -- bench -p 4
+check "bench missing model" 1 "No such file|not found"             -- bench -m /nonexistent/model.gguf
 check "bench bad option"   2 "unknown or incomplete option '--frob'" -- bench kernels --frob
 check "bench bad isa"      2 "unknown ISA 'sse9'"       -- bench kernels --isa sse9
 check "bench kernels help" 0 "--json"                   -- bench kernels --help

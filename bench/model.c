@@ -1,0 +1,157 @@
+/*
+ * bench/model.c — `moecpu bench -m MODEL`: prompt processing and generation
+ * speed like llama-bench (pp = one prefill of -p tokens, tg = -n decode
+ * steps of one token), plus the decode bound: read bandwidth, measured in
+ * the same run, divided by the weight bytes one decoded token reads (all
+ * non-expert weights, top-k of each MoE layer's routed experts, one
+ * embedding row).  Token ids are pseudo-random (speed does not depend on
+ * them beyond routing).
+ */
+#include "bench.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../src/moecpu.h"
+#include "../src/threads.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: moecpu bench -m MODEL [-p 512] [-n 128] [-r 3] [--isa NAME] [-t N] [--kv-type f32|bf16]\n"
+            "                    [--batch N] [--json]\n"
+            "  pp: tokens/s of one prefill of -p tokens; tg: tokens/s of -n single-token decode steps\n"
+            "  after it; each repeated -r times (median).  The bound is the read bandwidth measured\n"
+            "  in the same run divided by the weight bytes a decoded token reads.\n");
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int moe_bench_model(int argc, char **argv)
+{
+    const char *path = NULL, *isa = NULL;
+    long p = 512, n = 128, reps = 3, threads = 0, batch = 0;
+    int json = 0;
+    enum moe_kv_type kv = MOE_KV_F32;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long *num = !strcmp(a, "-p") ? &p : !strcmp(a, "-n") ? &n : !strcmp(a, "-r") ? &reps
+                  : !strcmp(a, "-t") ? &threads : !strcmp(a, "--batch") ? &batch : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
+        if (!strcmp(a, "--json")) { json = 1; continue; }
+        if (!v) {
+            fprintf(stderr, "moecpu bench: unknown or incomplete option '%s' (try 'moecpu bench --help')\n", a);
+            return 2;
+        }
+        i++;
+        if (!strcmp(a, "-m")) path = v;
+        else if (!strcmp(a, "--isa")) isa = v;
+        else if (!strcmp(a, "--kv-type") && (!strcmp(v, "f32") || !strcmp(v, "bf16"))) kv = !strcmp(v, "bf16") ? MOE_KV_BF16 : MOE_KV_F32;
+        else if (num) {
+            char *end;
+            *num = strtol(v, &end, 10);
+            if (end == v || *end || *num < (num == &p || num == &n || num == &threads || num == &batch ? 0 : 1) || *num > 1 << 20) {
+                fprintf(stderr, "moecpu bench: %s '%s' is not a valid count\n", a, v);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "moecpu bench: unknown option '%s %s' (try 'moecpu bench --help')\n", a, v);
+            return 2;
+        }
+    }
+    if (!path) {
+        fprintf(stderr, "moecpu bench: -m MODEL is required (or 'moecpu bench kernels')\n");
+        return 2;
+    }
+    if (p + n < 1) {
+        fprintf(stderr, "moecpu bench: -p and -n are both 0: nothing to measure\n");
+        return 2;
+    }
+    char err[1024];
+    struct moe_model_params mp;
+    moe_model_params_init(&mp);
+    mp.isa = isa;
+    mp.n_threads = (int)threads;
+    struct moe_model *m = NULL;
+    if (moe_model_open(&m, path, &mp, err, sizeof err)) {
+        fprintf(stderr, "moecpu bench: %s\n", err);
+        return 1;
+    }
+    struct moe_model_info info;
+    moe_model_get_info(m, &info);
+    struct moe_context_params cp;
+    moe_context_params_init(&cp);
+    cp.n_ctx = p + n > 0 ? p + n : 1;
+    cp.kv_type = kv;
+    cp.n_batch = (int)batch;
+    struct moe_context *c = NULL;
+    int rc = 1;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)(p + n + 1));
+    double *pp = calloc((size_t)reps, sizeof(double)), *tg = calloc((size_t)reps, sizeof(double));
+    struct moe_pool *pool = moe_pool_create(info.n_threads);
+    const size_t bw_bytes = (size_t)512 << 20;
+    void *bwbuf = malloc(bw_bytes);
+    if (!ids || !pp || !tg || !pool || !bwbuf) {
+        fprintf(stderr, "moecpu bench: out of memory\n");
+        goto done;
+    }
+    if (moe_context_new(&c, m, &cp, err, sizeof err)) {
+        fprintf(stderr, "moecpu bench: %s\n", err);
+        goto done;
+    }
+    uint64_t s = 0x9E3779B97F4A7C15ull;
+    for (long i = 0; i < p + n + 1; i++) {
+        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+        ids[i] = (int32_t)(s % (uint64_t)info.vocab_size);
+    }
+    memset(bwbuf, 1, bw_bytes);
+    double bw = 0;
+    for (long r = 0; r < reps; r++) {
+        moe_context_reset(c);
+        double t0 = moe_bench_now();
+        if (p > 0 && moe_context_eval(c, ids, p, 0, err, sizeof err)) goto eval_fail;
+        double t1 = moe_bench_now();
+        for (long i = 0; i < n; i++)
+            if (moe_context_eval(c, ids + p + i, 1, 0, err, sizeof err)) goto eval_fail;
+        double t2 = moe_bench_now();
+        pp[r] = p > 0 ? (double)p / (t1 - t0) : 0;
+        tg[r] = n > 0 ? (double)n / (t2 - t1) : 0;
+        double b = moe_bench_read_bw(pool, bwbuf, bw_bytes, 2);   /* between runs, same conditions */
+        if (b > bw) bw = b;
+    }
+    qsort(pp, (size_t)reps, sizeof(double), cmp_double);
+    qsort(tg, (size_t)reps, sizeof(double), cmp_double);
+    const double E = info.n_routed_experts > 0 ? (double)info.n_routed_experts : 1.0;
+    const double per_token = (double)info.weight_bytes - (double)info.embedding_bytes -
+                             (double)info.routed_expert_bytes * (1.0 - (double)info.n_experts_per_tok / E) +
+                             (double)info.embedding_bytes / (double)(info.vocab_size > 0 ? info.vocab_size : 1);
+    const double bound = bw * 1e9 / per_token;
+    const double ppm = pp[reps / 2], tgm = tg[reps / 2];
+    if (json) {
+        printf("{\"model\":\"%s\",\"isa\":\"%s\",\"threads\":%d,\"p\":%ld,\"n\":%ld,\"pp_tps\":%.3f,\"tg_tps\":%.3f,"
+               "\"read_bw_gbps\":%.2f,\"bytes_per_token\":%.0f,\"tg_bound_tps\":%.3f,\"tg_fraction_of_bound\":%.3f}\n",
+               path, info.isa, info.n_threads, p, n, ppm, tgm, bw, per_token, bound, bound > 0 ? tgm / bound : 0);
+    } else {
+        printf("model %s: %s, %d threads, %.1f MiB weights, %.1f MiB read per decoded token\n", path, info.isa,
+               info.n_threads, (double)info.weight_bytes / 1048576.0, per_token / 1048576.0);
+        if (p > 0) printf("pp%-5ld %10.2f tok/s\n", p, ppm);
+        if (n > 0)
+            printf("tg%-5ld %10.2f tok/s   bound %.2f tok/s (%.1f GB/s read bandwidth): %.0f%% of it\n", n, tgm, bound,
+                   bw, bound > 0 ? 100.0 * tgm / bound : 0.0);
+    }
+    rc = 0;
+    goto done;
+eval_fail:
+    fprintf(stderr, "moecpu bench: %s\n", err);
+done:
+    free(ids); free(pp); free(tg); free(bwbuf);
+    moe_pool_destroy(pool);
+    moe_context_free(c);
+    moe_model_free(m);
+    return rc;
+}
