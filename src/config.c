@@ -561,6 +561,8 @@ int moe_config_validate(const struct moe_config *c, const char *label, char *err
                 c->n_routed_experts);
         if (c->n_group < 1 || c->n_routed_experts % c->n_group)
             BAD("%s: n_group = %d must divide n_routed_experts = %d", label, c->n_group, c->n_routed_experts);
+        if (c->n_group > MOE_MAX_GROUPS)
+            BAD("%s: n_group = %d exceeds the supported %d", label, c->n_group, MOE_MAX_GROUPS);
         if (c->topk_group < 1 || c->topk_group > c->n_group)
             BAD("%s: topk_group = %d must be in [1, n_group = %d]", label, c->topk_group, c->n_group);
         int per_group = c->n_routed_experts / c->n_group;

@@ -24,6 +24,9 @@ enum moe_topk_method {
 
 enum moe_scoring { MOE_SCORING_SOFTMAX = 0, MOE_SCORING_SIGMOID = 1 };
 
+/* Expert groups the router supports (DeepSeek-V3 has 8). */
+#define MOE_MAX_GROUPS 1024
+
 struct moe_config {
     char model_type[32];             /* "deepseek_v2", "deepseek_v3", "kimi_k2"; "deepseek2" from GGUF */
     int64_t vocab_size;

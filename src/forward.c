@@ -610,9 +610,9 @@ static void route(const struct moe_kernels *k, const struct moe_config *cf, cons
     const int G = cf->n_group;
     if (cf->topk_method != MOE_TOPK_GREEDY && G > 1 && cf->topk_group < G) {
         const int per = E / G;
-        float gs[1024];
-        int keep[1024];
-        for (int g = 0; g < G && g < 1024; g++) {
+        float gs[MOE_MAX_GROUPS];   /* G <= MOE_MAX_GROUPS: checked by moe_config_validate */
+        int keep[MOE_MAX_GROUPS];
+        for (int g = 0; g < G; g++) {
             const float *bg = b + g * per;
             if (cf->topk_method == MOE_TOPK_NOAUX_TC) {
                 float m1 = -INFINITY, m2 = -INFINITY;
