@@ -119,4 +119,55 @@ const float *moe_context_logits(const struct moe_context *c, int64_t *n_rows);
 /* Forget the sequence: position 0, no logits.  The cache is kept. */
 void moe_context_reset(struct moe_context *c);
 
+/* ---- Tokenizer (src/tokenizer.c) ------------------------------------------
+ * Byte-level BPE exactly as DeepSeek's tokenizer.json (HF) or the GGUF
+ * tokenizer.ggml.* metadata (pre-tokenizer "deepseek-v3" / "deepseek-llm")
+ * defines it.  Read-only after open; shareable between threads. */
+struct moe_tokenizer;
+
+/* Open the tokenizer of a model path: a directory (tokenizer.json, plus
+ * tokenizer_config.json for BOS/EOS, add_bos_token and chat_template) or a
+ * .gguf file (its metadata).  *out is NULL on failure. */
+int moe_tokenizer_open(struct moe_tokenizer **out, const char *model_path, char *err, size_t errlen);
+void moe_tokenizer_free(struct moe_tokenizer *t);
+
+int32_t moe_tokenizer_n_vocab(const struct moe_tokenizer *t); /* 1 + the largest id, added tokens included */
+int32_t moe_tokenizer_bos(const struct moe_tokenizer *t);     /* -1 when none */
+int32_t moe_tokenizer_eos(const struct moe_tokenizer *t);     /* -1 when none */
+int moe_tokenizer_add_bos(const struct moe_tokenizer *t);     /* 1 when encoding a prompt starts with BOS */
+/* The raw chat template (Jinja text from tokenizer_config.json or
+ * tokenizer.chat_template in GGUF); NULL when the model has none. */
+const char *moe_tokenizer_chat_template(const struct moe_tokenizer *t);
+
+#define MOE_TOK_ADD_BOS 1u       /* prepend BOS (when the model has one) */
+#define MOE_TOK_PARSE_SPECIAL 2u /* match added/special token strings in the text; else they are plain text */
+
+/* Encode len bytes of text (any bytes: invalid UTF-8 is encoded through the
+ * byte-level alphabet like the reference does).  *ids is malloc'd (free()),
+ * *n its length. */
+int moe_tokenizer_encode(const struct moe_tokenizer *t, const char *text, size_t len, unsigned flags, int32_t **ids,
+                         int64_t *n, char *err, size_t errlen);
+
+/* The bytes a token stands for (byte-level mapping undone; for added and
+ * special tokens, their text).  NULL (len 0) for an id outside the vocab. */
+const char *moe_tokenizer_piece(const struct moe_tokenizer *t, int32_t id, size_t *len);
+/* 1 for special/control tokens (BOS, EOS, <｜User｜>, ...). */
+int moe_tokenizer_is_special(const struct moe_tokenizer *t, int32_t id);
+/* The id of a token whose text is exactly s (vocab or added), -1 if none. */
+int32_t moe_tokenizer_find(const struct moe_tokenizer *t, const char *s);
+
+/* Streaming decode: push ids one at a time; complete UTF-8 characters are
+ * written to out (returns bytes written, never more than cap; cap >= 64 +
+ * the longest piece is always enough), an incomplete character is held
+ * until the next push or flush.  Bytes that can never form a valid
+ * character are passed through as they are.  Special tokens are written
+ * only when show_special. */
+struct moe_detok {
+    unsigned char pend[8];
+    int npend;
+};
+size_t moe_detok_push(struct moe_detok *d, const struct moe_tokenizer *t, int32_t id, int show_special, char *out,
+                      size_t cap);
+size_t moe_detok_flush(struct moe_detok *d, char *out, size_t cap);
+
 #endif
