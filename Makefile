@@ -18,10 +18,10 @@ ARCH    := $(shell $(CC) -dumpmachine | sed 's/-.*//')
 ifeq ($(ARCH),aarch64)
   # Cross builds link the multiarch runtime libraries by soname (the arm64
   # -dev packages conflict with the amd64 ones; the headers are the same).
-  LIBS := -l:libsleef.so.3 -l:libcpuinfo.so.0 -ljansson -lpthread -lm
+  LIBS := -l:libsleef.so.3 -l:libcpuinfo.so.0 -ljansson -l:libpcre2-8.so.0 -lpthread -lm
   SIMD := simd/neon.c simd/neon_dotprod.c
 else
-  LIBS := $(shell pkg-config --libs sleef libcpuinfo jansson 2>/dev/null || echo -lsleef -lcpuinfo -ljansson) -lpthread -lm
+  LIBS := $(shell pkg-config --libs sleef libcpuinfo jansson libpcre2-8 2>/dev/null || echo -lsleef -lcpuinfo -ljansson -lpcre2-8) -lpthread -lm
   SIMD := simd/avx2.c simd/avx512.c
 endif
 
@@ -31,8 +31,9 @@ FLAGS_simd/neon.c         := -march=armv8-a
 FLAGS_simd/neon_dotprod.c := -march=armv8.2-a+dotprod
 
 CORE_SRC  := quant/formats.c quant/ref.c simd/dispatch.c simd/scalar.c $(SIMD) src/threads.c \
-             src/model_files.c src/gguf.c src/gguf_write.c src/safetensors.c src/config.c src/model.c src/forward.c
-MAIN_SRC  := src/main.c bench/kernels.c bench/model.c
+             src/model_files.c src/gguf.c src/gguf_write.c src/safetensors.c src/config.c src/model.c src/forward.c \
+             src/tokenizer.c
+MAIN_SRC  := src/main.c bench/kernels.c bench/model.c src/cli_tokenize.c bench/tokenizer.c
 TEST_SRC  := $(wildcard tests/test_*.c)
 CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o)
 MAIN_OBJ  := $(MAIN_SRC:%.c=$(BUILD)/%.o)
