@@ -424,14 +424,84 @@ static const char *const RE_DEEPSEEK_LLM[] = {
     NULL,
 };
 
+/* \s as Oniguruma (the regex engine of HF tokenizers) and the Unicode
+ * White_Space property define it.  PCRE2's \s also matches U+180E. */
+#define WHITE_SPACE "\\t-\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+
+/* The pattern with \s and \S spelled out as WHITE_SPACE classes; NULL when
+ * out of memory or (*bad = 1) for \S inside a character class. */
+static char *rewrite_spaces(const char *pat, size_t len, size_t *out_len, int *bad)
+{
+    *bad = 0;
+    const size_t ws = strlen(WHITE_SPACE);
+    char *o = malloc(len * (ws + 4) + 1), *q = o;
+    if (!o) return NULL;
+    bool in_class = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = pat[i];
+        if (c == '\\' && i + 1 < len) {
+            char d = pat[i + 1];
+            if (d == 's' || d == 'S') {
+                if (in_class && d == 'S') {
+                    free(o);
+                    *bad = 1;
+                    return NULL;
+                }
+                if (!in_class) q += sprintf(q, d == 's' ? "[" : "[^");
+                memcpy(q, WHITE_SPACE, ws);
+                q += ws;
+                if (!in_class) *q++ = ']';
+            } else {
+                *q++ = c;
+                *q++ = d;
+            }
+            i++;
+            continue;
+        }
+        if (!in_class && c == '[') {
+            in_class = true;
+            *q++ = c;
+            if (i + 1 < len && pat[i + 1] == '^') *q++ = pat[++i];
+            if (i + 1 < len && pat[i + 1] == ']') *q++ = pat[++i]; /* a leading ] is literal */
+            continue;
+        }
+        if (in_class && c == '[' && i + 1 < len && pat[i + 1] == ':') { /* [:alpha:] */
+            const char *end = NULL;
+            for (size_t j = i + 2; j + 1 < len; j++)
+                if (pat[j] == ':' && pat[j + 1] == ']') {
+                    end = pat + j + 2;
+                    break;
+                }
+            if (end) {
+                memcpy(q, pat + i, (size_t)(end - (pat + i)));
+                q += end - (pat + i);
+                i = (size_t)(end - pat) - 1;
+                continue;
+            }
+        }
+        if (in_class && c == ']') in_class = false;
+        *q++ = c;
+    }
+    *q = 0;
+    *out_len = (size_t)(q - o);
+    return o;
+}
+
 static int add_step(struct moe_tokenizer *t, const char *pat, size_t len, uint32_t extra, bool removed, const char *file,
                     char *err, size_t errlen)
 {
     if (t->n_steps == MAX_PRE_STEPS)
         return moe_errorf(err, errlen, MOE_ERR_UNSUPPORTED, "%s: more than %d pre-tokenizer steps", file, MAX_PRE_STEPS);
-    int ec;
+    int ec, bad = 0;
     PCRE2_SIZE eo;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, len, PCRE2_UTF | PCRE2_UCP | extra, &ec, &eo, NULL);
+    size_t rlen = len;
+    char *rw = extra & PCRE2_LITERAL ? NULL : rewrite_spaces(pat, len, &rlen, &bad);
+    if (bad)
+        return moe_errorf(err, errlen, MOE_ERR_UNSUPPORTED, "%s: pre-tokenizer regex '%.*s': \\S inside [...] is not supported",
+                          file, (int)(len > 200 ? 200 : len), pat);
+    if (!rw && !(extra & PCRE2_LITERAL)) return moe_errorf(err, errlen, MOE_ERR_NOMEM, "out of memory");
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)(rw ? rw : pat), rlen, PCRE2_UTF | PCRE2_UCP | extra, &ec, &eo, NULL);
+    free(rw);
     if (!re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(ec, msg, sizeof msg);

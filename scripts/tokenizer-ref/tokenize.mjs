@@ -36,6 +36,8 @@ if (args.length < 2) {
   process.exit(2);
 }
 const out = args.shift();
+// (errors print one line: the library is minified, a stack trace would dump it)
+process.on("uncaughtException", (e) => { console.error(`tokenizer-ref: ${e.message}`); process.exit(1); });
 const tok = fromPreTrained();
 const dec = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
 for (const f of args) {
@@ -44,7 +46,7 @@ for (const f of args) {
   const name = basename(f);
   writeFileSync(join(out, name + ".ids"), ids.join(" ") + "\n");
   writeFileSync(join(out, name + ".text"), Buffer.from(text, "utf8"));
-  const back = tok.decode(ids, { skip_special_tokens: false, clean_up_tokenization_spaces: false });
+  const back = ids.length ? tok.decode(ids, { skip_special_tokens: false, clean_up_tokenization_spaces: false }) : "";
   writeFileSync(join(out, name + ".dec"), Buffer.from(back, "utf8"));
 }
 console.log(modelsDir);
