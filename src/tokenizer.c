@@ -606,11 +606,14 @@ static int add_merge(struct moe_tokenizer *t, const char *m, size_t len, uint32_
         memcpy(buf + la, sp + 1, lb);
         ab = map_get(t, &t->vocab, buf, la + lb);
     }
-    if (a < 0 || b < 0 || ab < 0)
+    if (a < 0 || b < 0)
         return moe_errorf(err, errlen, MOE_ERR_FORMAT,
                           "%s: merge %u '%.*s' refers to a token that is not in the vocabulary ('%.*s')", file, rank,
-                          (int)(len > 80 ? 80 : len), m, a < 0 ? (int)la : b < 0 ? (int)lb : (int)(la + lb),
-                          a < 0 ? m : b < 0 ? sp + 1 : "(the merged token)");
+                          (int)(len > 80 ? 80 : len), m, a < 0 ? (int)la : (int)lb, a < 0 ? m : sp + 1);
+    if (ab < 0)
+        return moe_errorf(err, errlen, MOE_ERR_FORMAT,
+                          "%s: merge %u '%.*s': the merged token is not in the vocabulary", file, rank,
+                          (int)(len > 80 ? 80 : len), m);
     merge_put(&t->merges, a, b, rank, ab);
     return MOE_OK;
 }
