@@ -1058,7 +1058,7 @@ int moe_tokenizer_open(struct moe_tokenizer **out, const char *path, char *err, 
         char dir[4096];
         const char *slash = strrchr(path, '/');
         if (!slash) strcpy(dir, ".");
-        else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path ? slash - path : 1), path);
+        else snprintf(dir, sizeof dir, "%.*s", (int)(slash == path ? 1 : slash - path), path);
         rc = load_hf(t, path, dir, err, errlen);
     } else {
         rc = moe_errorf(err, errlen, MOE_ERR_FORMAT,
