@@ -3,7 +3,9 @@
  * (expected ids worked out by hand from the merge ranks), its error paths
  * (missing, garbage and inconsistent tokenizer.json / GGUF files must give
  * one message naming the file, never a crash), invalid UTF-8 handling and
- * the streaming detokenizer.  Agreement with DeepSeek's real tokenizer is
+ * the streaming detokenizer, and a randomized round trip (pieces and
+ * streamed text = the text with invalid UTF-8 replaced, checked against a
+ * separate transcription of Unicode Table 3-7).  Agreement with DeepSeek's real tokenizer is
  * tests/tokenizer_ref.sh.
  */
 #include <setjmp.h>
@@ -467,6 +469,114 @@ static void test_detok(void **state)
     moe_tokenizer_free(t);
 }
 
+
+/* Unicode Table 3-7 (well-formed byte sequences), applied the slow way: the
+ * length of the well-formed character at s, or 0. */
+static int well_formed(const unsigned char *s, size_t n)
+{
+    static const struct { unsigned char lo0, hi0, lo1, hi1; int len; } rows[] = {
+        {0x00, 0x7F, 0, 0, 1},       {0xC2, 0xDF, 0x80, 0xBF, 2}, {0xE0, 0xE0, 0xA0, 0xBF, 3},
+        {0xE1, 0xEC, 0x80, 0xBF, 3}, {0xED, 0xED, 0x80, 0x9F, 3}, {0xEE, 0xEF, 0x80, 0xBF, 3},
+        {0xF0, 0xF0, 0x90, 0xBF, 4}, {0xF1, 0xF3, 0x80, 0xBF, 4}, {0xF4, 0xF4, 0x80, 0x8F, 4},
+    };
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        if (s[0] < rows[r].lo0 || s[0] > rows[r].hi0) continue;
+        int len = rows[r].len;
+        if ((size_t)len > n) return 0;
+        if (len > 1 && (s[1] < rows[r].lo1 || s[1] > rows[r].hi1)) return 0;
+        for (int k = 2; k < len; k++)
+            if (s[k] < 0x80 || s[k] > 0xBF) return 0;
+        return len;
+    }
+    return 0;
+}
+
+/* U+FFFD for each maximal subpart: the longest prefix of a well-formed
+ * sequence, at least one byte (Unicode 3.9, "U+FFFD substitution of maximal
+ * subparts"). */
+static size_t replace_ref(const unsigned char *s, size_t n, unsigned char *o)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n;) {
+        int l = well_formed(s + i, n - i);
+        if (l) {
+            memcpy(o + k, s + i, (size_t)l);
+            k += (size_t)l;
+            i += (size_t)l;
+            continue;
+        }
+        size_t best = 1; /* the longest prefix of s+i that some well-formed sequence starts with */
+        for (size_t m = 2; m <= 3 && i + m <= n; m++) {
+            unsigned char buf[4];
+            memcpy(buf, s + i, m);
+            int extendable = 0;
+            for (unsigned c = 0x80; c <= 0xBF && !extendable; c++) {
+                buf[m] = (unsigned char)c;
+                for (unsigned d = 0x80; d <= 0xBF && !extendable; d++) {
+                    unsigned char full[4] = {buf[0], buf[1], buf[2], (unsigned char)d};
+                    for (size_t q = m + 1; q < 4; q++) full[q] = (unsigned char)(q == m ? c : d);
+                    for (int L = (int)m + 1; L <= 4 && !extendable; L++) extendable = well_formed(full, (size_t)L) == L;
+                }
+            }
+            if (extendable) best = m;
+            else break;
+        }
+        memcpy(o + k, "\xef\xbf\xbd", 3);
+        k += 3;
+        i += best;
+    }
+    return k;
+}
+
+/* Random texts from pieces that matter (letters, digits, spaces, newlines,
+ * added tokens, multi-byte characters, stray and truncated bytes): pieces
+ * of the ids and the streamed decoding both give back the text with
+ * invalid UTF-8 replaced. */
+static void test_fuzz_roundtrip(void **state)
+{
+    (void)state;
+    static const char *const parts[] = {"a", "b", "c", "ab", " ", "  ", "\n", "\r\n", "\t", "1", "12345", "<|bos|>",
+                                        "<|user|>", "[X]", "[X]!", "<|", "\xc3\xa9", "\xe4\xb8\xad", "\xf0\x9f\x98\x80",
+                                        "\xff", "\x80", "\xc3", "\xe4\xb8", "\xf0\x9f", "\xed\xa0\x80", "\xc0\xaf", "'s", "!?", "\x00"};
+    struct moe_tokenizer *t = open_ok(write_tiny("fuzz", tiny_json(), TINY_CONFIG));
+    const char *q = getenv("MOECPU_TEST_QUICK");
+    int iters = q && *q && strcmp(q, "0") ? 300 : 3000;
+    uint32_t rng = 12345;
+    unsigned char text[512], want[2048], got[4096];
+    for (int it = 0; it < iters; it++) {
+        size_t n = 0;
+        int k = (int)((rng = rng * 1664525u + 1013904223u) >> 27); /* 0..31 parts */
+        for (int j = 0; j < k; j++) {
+            rng = rng * 1664525u + 1013904223u;
+            const char *p = parts[(rng >> 16) % (sizeof parts / sizeof parts[0])];
+            size_t l = p[0] ? strlen(p) : 0;
+            if (!strcmp(p, "\x00")) l = 1;
+            memcpy(text + n, p, l);
+            n += l;
+        }
+        size_t wn = replace_ref(text, n, want);
+        for (unsigned fl = 0; fl <= MOE_TOK_PARSE_SPECIAL; fl += MOE_TOK_PARSE_SPECIAL) {
+            int32_t *ids;
+            int64_t m;
+            assert_int_equal(moe_tokenizer_encode(t, (const char *)text, n, fl, &ids, &m, err, sizeof err), 0);
+            size_t gn = 0;
+            for (int64_t i = 0; i < m; i++) {
+                size_t pl;
+                const char *p = moe_tokenizer_piece(t, ids[i], &pl);
+                assert_non_null(p);
+                if (!fl) assert_int_equal(moe_tokenizer_is_special(t, ids[i]), 0);
+                memcpy(got + gn, p, pl);
+                gn += pl;
+            }
+            if (gn != wn || memcmp(got, want, wn)) fail_msg("iteration %d: pieces differ from the text", it);
+            size_t sn = stream(t, ids, (int)m, 1, (char *)got, 64);
+            if (sn != wn || memcmp(got, want, wn)) fail_msg("iteration %d: streamed text differs", it);
+            free(ids);
+        }
+    }
+    moe_tokenizer_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -474,6 +584,7 @@ int main(void)
         cmocka_unit_test(test_gguf),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_detok),
+        cmocka_unit_test(test_fuzz_roundtrip),
     };
     return cmocka_run_group_tests_name("tokenizer", tests, group_setup, group_teardown);
 }
