@@ -5,8 +5,8 @@
  * one message naming the file, never a crash), invalid UTF-8 handling and
  * the streaming detokenizer, and a randomized round trip (pieces and
  * streamed text = the text with invalid UTF-8 replaced, checked against a
- * separate transcription of Unicode Table 3-7).  Agreement with DeepSeek's real tokenizer is
- * tests/tokenizer_ref.sh.
+ * separate transcription of Unicode Table 3-7).  Agreement with
+ * DeepSeek's real tokenizer is tests/tokenizer_ref.sh.
  */
 #include <setjmp.h>
 #include <stdarg.h>
