@@ -18,10 +18,10 @@ ARCH    := $(shell $(CC) -dumpmachine | sed 's/-.*//')
 ifeq ($(ARCH),aarch64)
   # Cross builds link the multiarch runtime libraries by soname (the arm64
   # -dev packages conflict with the amd64 ones; the headers are the same).
-  LIBS := -l:libsleef.so.3 -l:libcpuinfo.so.0 -ljansson -lpthread -lm
+  LIBS := -l:libsleef.so.3 -l:libcpuinfo.so.0 -ljansson -l:libpcre2-8.so.0 -lpthread -lm
   SIMD := simd/neon.c simd/neon_dotprod.c
 else
-  LIBS := $(shell pkg-config --libs sleef libcpuinfo jansson 2>/dev/null || echo -lsleef -lcpuinfo -ljansson) -lpthread -lm
+  LIBS := $(shell pkg-config --libs sleef libcpuinfo jansson libpcre2-8 2>/dev/null || echo -lsleef -lcpuinfo -ljansson -lpcre2-8) -lpthread -lm
   SIMD := simd/avx2.c simd/avx512.c
 endif
 
@@ -31,8 +31,9 @@ FLAGS_simd/neon.c         := -march=armv8-a
 FLAGS_simd/neon_dotprod.c := -march=armv8.2-a+dotprod
 
 CORE_SRC  := quant/formats.c quant/ref.c simd/dispatch.c simd/scalar.c $(SIMD) src/threads.c \
-             src/model_files.c src/gguf.c src/gguf_write.c src/safetensors.c src/config.c src/model.c src/forward.c
-MAIN_SRC  := src/main.c bench/kernels.c bench/model.c
+             src/model_files.c src/gguf.c src/gguf_write.c src/safetensors.c src/config.c src/model.c src/forward.c \
+             src/tokenizer.c
+MAIN_SRC  := src/main.c bench/kernels.c bench/model.c src/cli_tokenize.c bench/tokenizer.c
 TEST_SRC  := $(wildcard tests/test_*.c)
 CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o)
 MAIN_OBJ  := $(MAIN_SRC:%.c=$(BUILD)/%.o)
@@ -71,7 +72,7 @@ test:
 	@awk '{p+=$$1; f+=$$2; s+=$$3} END {printf "%d passed, %d failed, %d skipped\n", p, f, s}' $(TALLY)
 
 test-native: $(TEST_BIN) $(BUILD)/gen_model moecpu
-	MOECPU_BIN=./moecpu MOECPU_GEN_MODEL=$(CURDIR)/$(BUILD)/gen_model scripts/run-tests.sh $(TEST_BIN) tests/cli.sh tests/llama_ref.sh
+	MOECPU_BIN=./moecpu MOECPU_GEN_MODEL=$(CURDIR)/$(BUILD)/gen_model scripts/run-tests.sh $(TEST_BIN) tests/cli.sh tests/llama_ref.sh tests/tokenizer_ref.sh
 
 test-asan:
 	$(MAKE) --no-print-directory BUILD=build-asan WERROR=1 OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
@@ -85,11 +86,11 @@ test-clang:
 	$(MAKE) --no-print-directory BUILD=build-clang CC=clang WERROR=1 tests build-clang/moecpu
 	MOECPU_TEST_QUICK=1 MOECPU_BIN=build-clang/moecpu MOECPU_GEN_MODEL=$(CURDIR)/build-clang/gen_model scripts/run-tests.sh $(TEST_SRC:tests/%.c=build-clang/tests/%) tests/cli.sh
 
-# Under qemu (10-50x slower) the kernel, format and loader tests.  The
+# Under qemu (10-50x slower) the kernel, format, loader and tokenizer tests.  The
 # thread-pool and forward-pass tests run natively only: qemu-user 7.2 can
 # hang in multi-threaded programs, and the forward pass is compared across
 # every table natively.
-QEMU_TESTS := test_formats test_kernels test_loaders
+QEMU_TESTS := test_formats test_kernels test_loaders test_tokenizer
 test-arm64:
 	$(MAKE) --no-print-directory BUILD=build-arm64 CC=aarch64-linux-gnu-gcc WERROR=1 \
 	    $(QEMU_TESTS:%=build-arm64/tests/%) build-arm64/moecpu
