@@ -29,9 +29,14 @@ FLAGS_simd/avx2.c         := -mavx2 -mfma -mf16c
 FLAGS_simd/avx512.c       := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx2 -mfma -mf16c
 FLAGS_simd/neon.c         := -march=armv8-a
 FLAGS_simd/neon_dotprod.c := -march=armv8.2-a+dotprod
+# Same tokens for the same seed on every machine: no fused multiply-adds.
+FLAGS_src/sampler.c       := -ffp-contract=off
 
 CORE_SRC  := quant/formats.c quant/ref.c simd/dispatch.c simd/scalar.c $(SIMD) src/threads.c \
              src/model_files.c src/gguf.c src/gguf_write.c src/safetensors.c src/config.c src/model.c src/forward.c
+# text generation: sampler, chat format
+CORE_SRC  += src/sampler.c src/chat.c
+CORE_SRC  += src/tok_stub_tmp.c  # TEMPORARY until tok is merged
 MAIN_SRC  := src/main.c bench/kernels.c bench/model.c
 TEST_SRC  := $(wildcard tests/test_*.c)
 CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o)
