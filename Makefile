@@ -20,9 +20,12 @@ ifeq ($(ARCH),aarch64)
   # -dev packages conflict with the amd64 ones; the headers are the same).
   LIBS := -l:libsleef.so.3 -l:libcpuinfo.so.0 -ljansson -lpthread -lm
   SIMD := simd/neon.c simd/neon_dotprod.c
+  EDIT_LIBS := -l:libedit.so.2
 else
   LIBS := $(shell pkg-config --libs sleef libcpuinfo jansson 2>/dev/null || echo -lsleef -lcpuinfo -ljansson) -lpthread -lm
   SIMD := simd/avx2.c simd/avx512.c
+  # line editing for `moecpu chat` (BSD licence; readline is GPL)
+  EDIT_LIBS := $(shell pkg-config --libs libedit 2>/dev/null || echo -ledit)
 endif
 
 FLAGS_simd/avx2.c         := -mavx2 -mfma -mf16c
@@ -37,7 +40,7 @@ CORE_SRC  := quant/formats.c quant/ref.c simd/dispatch.c simd/scalar.c $(SIMD) s
 # text generation: sampler, chat format
 CORE_SRC  += src/sampler.c src/chat.c
 CORE_SRC  += src/tok_stub_tmp.c  # TEMPORARY until tok is merged
-MAIN_SRC  := src/main.c bench/kernels.c bench/model.c
+MAIN_SRC  := src/main.c bench/kernels.c bench/model.c src/cli_run.c src/cli_chat.c
 TEST_SRC  := $(wildcard tests/test_*.c)
 CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o)
 MAIN_OBJ  := $(MAIN_SRC:%.c=$(BUILD)/%.o)
@@ -50,7 +53,7 @@ moecpu: $(BUILD)/moecpu
 	cp $< $@
 
 $(BUILD)/moecpu: $(MAIN_OBJ) $(CORE_OBJ)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS) $(EDIT_LIBS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -65,7 +68,12 @@ $(BUILD)/gen_model: tests/gen_model.c $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
 
-tests: $(TEST_BIN) $(BUILD)/gen_model
+# A pseudo-terminal driver for the interactive chat tests (tests/cli_text.sh).
+$(BUILD)/pty_drive: tests/pty_drive.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< -lutil
+
+tests: $(TEST_BIN) $(BUILD)/gen_model $(BUILD)/pty_drive
 
 # The whole suite: native (every ISA table this CPU runs), sanitizers,
 # clang, aarch64 under qemu; the last line totals all of them.

@@ -118,6 +118,10 @@ const float *moe_context_logits(const struct moe_context *c, int64_t *n_rows);
 
 /* Forget the sequence: position 0, no logits.  The cache is kept. */
 void moe_context_reset(struct moe_context *c);
+/* Keep the first n_keep tokens of the sequence (0 <= n_keep <= pos; else
+ * MOECPU_ERR_INVALID and nothing changes); no logits until the next eval.
+ * How a chat drops a divergent tail without recomputing the prefix. */
+int moe_context_truncate(struct moe_context *c, int64_t n_keep);
 
 /* ---- Tokenizer (src/tokenizer.c) ------------------------------------------
  * Byte-level BPE exactly as DeepSeek's tokenizer.json (HF) or the GGUF

@@ -1,0 +1,385 @@
+/*
+ * src/cli_chat.c — `moecpu chat`: an interactive multi-turn conversation.
+ *
+ * Each turn renders the whole conversation with the model's chat format,
+ * encodes it, and compares it with the ids the context already holds: the
+ * common prefix stays in the KV cache, the context is truncated there and
+ * only the rest is evaluated.  For DeepSeek-V3 that is exactly the new
+ * turn (the end-of-sentence of the previous answer and the new user turn);
+ * for R1, whose template drops earlier <think> sections, the previous
+ * answer is re-evaluated without its thinking — the conversation the model
+ * sees is always the one the template renders.
+ *
+ * Input: libedit (line editing, history) when stdin is a terminal, plain
+ * lines otherwise.  SIGINT (sigaction, a sig_atomic_t flag) stops the
+ * current answer; at the prompt, or a second one before the answer has
+ * stopped, it ends the chat.
+ */
+#include <errno.h>
+#include <histedit.h>
+#include <locale.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <wchar.h>
+
+#include "cli.h"
+#include "cli_gen.h"
+
+/* The only mutable globals: what the SIGINT handler may touch. */
+static volatile sig_atomic_t g_interrupt; /* stop the current answer */
+static volatile sig_atomic_t g_quit;      /* leave the chat */
+static volatile sig_atomic_t g_at_prompt; /* waiting for the user */
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    if (g_at_prompt || g_interrupt) g_quit = 1;
+    g_interrupt = 1;
+}
+
+/* ---- input ---------------------------------------------------------------- */
+
+struct input {
+    EditLine *el;
+    History *hist;
+    mbstate_t mb;
+    char *line;                /* plain mode: getline's buffer */
+    size_t cap;
+};
+
+static char *prompt_fn(EditLine *el)
+{
+    (void)el;
+    return "> ";
+}
+
+/* libedit's character reader, replaced so that a SIGINT (read() failing
+ * with EINTR: our handler has no SA_RESTART) ends el_gets at once. */
+static int read_wchar(EditLine *el, wchar_t *wc)
+{
+    struct input *in;
+    el_get(el, EL_CLIENTDATA, &in);
+    for (;;) {
+        char ch;
+        const ssize_t r = read(STDIN_FILENO, &ch, 1);
+        if (r < 0) {
+            if (errno == EINTR && !g_interrupt && !g_quit) continue;   /* another signal (SIGWINCH) */
+            *wc = 0;
+            return -1;
+        }
+        if (r == 0) {
+            *wc = 0;
+            return 0;
+        }
+        wchar_t w;
+        const size_t k = mbrtowc(&w, &ch, 1, &in->mb);
+        if (k == (size_t)-2) continue;           /* more bytes of this character */
+        if (k == (size_t)-1) {                   /* invalid byte: pass it on as itself */
+            memset(&in->mb, 0, sizeof in->mb);
+            w = (wchar_t)(unsigned char)ch;
+        }
+        *wc = w;
+        return 1;
+    }
+}
+
+static int input_open(struct input *in)
+{
+    memset(in, 0, sizeof *in);
+    if (!isatty(STDIN_FILENO)) return 0;
+    setlocale(LC_CTYPE, "");
+    in->el = el_init("moecpu", stdin, stdout, stderr);
+    in->hist = history_init();
+    if (!in->el || !in->hist) return -1;
+    HistEvent ev;
+    history(in->hist, &ev, H_SETSIZE, 1000);
+    history(in->hist, &ev, H_SETUNIQUE, 1);
+    el_set(in->el, EL_CLIENTDATA, in);
+    el_set(in->el, EL_PROMPT, prompt_fn);
+    el_set(in->el, EL_EDITOR, "emacs");
+    el_set(in->el, EL_HIST, history, in->hist);
+    el_set(in->el, EL_GETCFN, read_wchar);
+    el_source(in->el, NULL);   /* the user's ~/.editrc, if any */
+    return 0;
+}
+
+/* The next line without its newline (valid until the next call), or NULL at
+ * end of input or on an interrupt. */
+static const char *input_line(struct input *in)
+{
+    if (in->el) {
+        int count;
+        const char *s = el_gets(in->el, &count);
+        if (!s || count <= 0) return NULL;
+        free(in->line);
+        if (!(in->line = strdup(s))) return NULL;
+    } else {
+        errno = 0;
+        if (getline(&in->line, &in->cap, stdin) < 0) return NULL;
+    }
+    size_t n = strlen(in->line);
+    while (n && (in->line[n - 1] == '\n' || in->line[n - 1] == '\r')) in->line[--n] = 0;
+    if (in->el && n) {
+        HistEvent ev;
+        history(in->hist, &ev, H_ENTER, in->line);
+    }
+    return in->line;
+}
+
+static void input_close(struct input *in)
+{
+    if (in->el) el_end(in->el);
+    if (in->hist) history_end(in->hist);
+    free(in->line);
+}
+
+/* ---- conversation --------------------------------------------------------- */
+
+struct conv {
+    struct moe_chat_msg *m;
+    char **own;                /* the strings m[i].content points to */
+    int n, cap;
+};
+
+static int conv_add(struct conv *cv, enum moe_chat_role role, const char *text, size_t len)
+{
+    if (cv->n == cv->cap) {
+        const int cap = cv->cap ? 2 * cv->cap : 16;
+        struct moe_chat_msg *m = realloc(cv->m, (size_t)cap * sizeof *m);
+        if (!m) return -1;
+        cv->m = m;
+        char **own = realloc(cv->own, (size_t)cap * sizeof *own);
+        if (!own) return -1;
+        cv->own = own;
+        cv->cap = cap;
+    }
+    char *s = malloc(len + 1);
+    if (!s) return -1;
+    memcpy(s, text, len);
+    s[len] = 0;
+    cv->own[cv->n] = s;
+    cv->m[cv->n++] = (struct moe_chat_msg){role, s};
+    return 0;
+}
+
+static void conv_pop(struct conv *cv)
+{
+    if (cv->n) free(cv->own[--cv->n]);
+}
+
+static void conv_free(struct conv *cv)
+{
+    while (cv->n) conv_pop(cv);
+    free(cv->m);
+    free(cv->own);
+}
+
+/* --save-turns: the whole conversation's ids and the logits the answer
+ * starts from, so tests can compare with a from-scratch eval. */
+static int save_turn(const char *dir, int turn, const int32_t *ids, int64_t n, const float *logits, int64_t vocab)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/turn%d.ids", dir, turn);
+    FILE *fp = fopen(path, "w");
+    if (!fp) return -1;
+    for (int64_t i = 0; i < n; i++) fprintf(fp, i ? ",%d" : "%d", (int)ids[i]);
+    fputc('\n', fp);
+    if (fclose(fp)) return -1;
+    snprintf(path, sizeof path, "%s/turn%d.logits", dir, turn);
+    if (!(fp = fopen(path, "wb"))) return -1;
+    const size_t w = fwrite(logits, sizeof *logits, (size_t)vocab, fp);   /* native = little-endian here */
+    return fclose(fp) || w != (size_t)vocab ? -1 : 0;
+}
+
+static void chat_commands(FILE *f)
+{
+    fprintf(f, "commands: /reset  forget the conversation (the system prompt stays)\n"
+               "          /exit   leave (also Ctrl-D, or Ctrl-C at the prompt)\n"
+               "          /help   this text\n"
+               "Ctrl-C while the model answers stops the answer.\n");
+}
+
+int cli_chat(const struct model_opts *o, struct cli_text_opts *t)
+{
+    const char *cmd = "chat";
+    struct moe_tokenizer *tok = NULL;
+    struct moe_model *m = NULL;
+    struct moe_context *c = NULL;
+    struct moe_sampler *smp = NULL;
+    struct conv cv = {0};
+    struct cli_ids cache = {0};
+    struct input in;
+    char err[1024];
+    int rc = cli_open_tokenizer(cmd, t->model, &tok);
+    if (rc) return rc;
+    if (input_open(&in)) {
+        fprintf(stderr, "moecpu chat: cannot set up line editing (libedit)\n");
+        moe_tokenizer_free(tok);
+        return 1;
+    }
+    rc = 1;
+    struct moe_chat_format fmt;
+    if (moe_chat_format_init(&fmt, tok, err, sizeof err)) {
+        fprintf(stderr, "moecpu chat: %s\n", err);
+        goto done;
+    }
+    if (t->save_turns) {
+        struct stat sb;
+        if (stat(t->save_turns, &sb) || !S_ISDIR(sb.st_mode)) {
+            fprintf(stderr, "moecpu chat: --save-turns '%s' is not a directory (create it first)\n", t->save_turns);
+            goto done;
+        }
+    }
+    if ((rc = cli_open_model(cmd, o, t->ctx > 0 ? 1 : 4096, &m, &c))) goto done;
+    rc = 1;
+    struct moe_model_info info;
+    moe_model_get_info(m, &info);
+    if (!t->seed_set) t->sp.seed = cli_fresh_seed();
+    if (moe_sampler_new(&smp, (int32_t)info.vocab_size, &t->sp, err, sizeof err)) {
+        fprintf(stderr, "moecpu chat: %s\n", err);
+        goto done;
+    }
+    if (t->system && conv_add(&cv, MOE_CHAT_SYSTEM, t->system, strlen(t->system))) goto oom;
+    const int n_sys = cv.n;
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;           /* no SA_RESTART: a blocked read returns EINTR */
+    struct sigaction old_sa;
+    sigaction(SIGINT, &sa, &old_sa);
+
+    const int tty = isatty(STDIN_FILENO);
+    if (tty) {
+        fprintf(stderr, "moecpu chat: %s%s. Type /help for commands.\n",
+                fmt.think_prompt ? "R1-style (thinking) chat format" : "DeepSeek chat format",
+                t->system ? ", with a system prompt" : "");
+    }
+    int turn = 0;
+    rc = 0;
+    for (;;) {
+        g_interrupt = 0;
+        g_at_prompt = 1;
+        if (g_quit) break;
+        const char *line = input_line(&in);
+        g_at_prompt = 0;
+        if (!line) {
+            if (g_quit || g_interrupt) fprintf(stderr, "\n");
+            break;             /* end of input, or Ctrl-C at the prompt */
+        }
+        if (!*line) continue;
+        if (!strcmp(line, "/exit") || !strcmp(line, "/quit")) break;
+        if (!strcmp(line, "/help")) {
+            chat_commands(stdout);
+            continue;
+        }
+        if (!strcmp(line, "/reset")) {
+            while (cv.n > n_sys) conv_pop(&cv);
+            moe_context_reset(c);
+            cache.n = 0;
+            moe_sampler_reset(smp);
+            fprintf(stderr, "moecpu chat: conversation reset\n");
+            continue;
+        }
+        if (line[0] == '/' && line[1] && !strchr(line, ' ')) {
+            fprintf(stderr, "moecpu chat: unknown command '%s' (/help lists them; start a message with a space to "
+                            "send text beginning with '/')\n", line);
+            continue;
+        }
+        if (conv_add(&cv, MOE_CHAT_USER, line, strlen(line))) goto oom;
+        char *text = moe_chat_render(&fmt, cv.m, cv.n, 1);
+        int32_t *ids = NULL;
+        int64_t n = 0;
+        if (!text) goto oom;
+        const int erc = moe_tokenizer_encode(tok, text, strlen(text), MOE_TOK_PARSE_SPECIAL, &ids, &n, err, sizeof err);
+        free(text);
+        if (erc) {
+            fprintf(stderr, "moecpu chat: %s\n", err);
+            conv_pop(&cv);
+            continue;
+        }
+        if (cli_check_vocab(cmd, m, ids, n)) {
+            free(ids);
+            rc = 1;
+            break;
+        }
+        if (n >= moe_context_n_ctx(c)) {
+            fprintf(stderr, "moecpu chat: the conversation (%lld tokens) no longer fits in the context of %lld "
+                            "tokens: /reset to start over, or restart with a larger --ctx\n",
+                    (long long)n, (long long)moe_context_n_ctx(c));
+            free(ids);
+            conv_pop(&cv);
+            continue;
+        }
+        /* keep the common prefix in the cache; evaluate the rest */
+        int64_t keep = 0;
+        while (keep < cache.n && keep < n && cache.ids[keep] == ids[keep]) keep++;
+        if (keep == n) keep = n - 1;   /* the last token is evaluated again for its logits */
+        moe_context_truncate(c, keep);
+        cache.n = keep;
+        for (int64_t i = keep; i < n; i++) moe_sampler_accept(smp, ids[i]);
+        const double t0 = cli_now();
+        if (moe_context_eval(c, ids + keep, n - keep, 0, err, sizeof err)) {
+            fprintf(stderr, "moecpu chat: %s\n", err);
+            free(ids);
+            rc = 1;
+            break;
+        }
+        const double t_prompt = cli_now() - t0;
+        for (int64_t i = keep; i < n; i++)
+            if (cli_ids_push(&cache, ids[i])) {
+                free(ids);
+                goto oom;
+            }
+        turn++;
+        if (t->save_turns &&
+            save_turn(t->save_turns, turn, ids, n, moe_context_logits(c, NULL), info.vocab_size)) {
+            fprintf(stderr, "moecpu chat: cannot write turn %d into '%s'\n", turn, t->save_turns);
+            free(ids);
+            rc = 1;
+            break;
+        }
+        free(ids);
+        struct cli_stream st;
+        cli_stream_init(&st, stdout, t, fmt.think_prompt);
+        struct cli_gen_io io = {c, tok, smp, info.vocab_size, &cache, &g_interrupt};
+        struct cli_gen_result r;
+        const int grc = cli_generate(cmd, &io, t, &st, &r);
+        fputc('\n', stdout);
+        fflush(stdout);
+        const int add = conv_add(&cv, MOE_CHAT_ASSISTANT, st.raw ? st.raw : "", st.nraw);
+        cli_stream_free(&st);
+        if (add) goto oom;
+        if (grc) {
+            rc = 1;
+            break;
+        }
+        if (r.reason == CLI_STOP_INTERRUPT) fprintf(stderr, "moecpu chat: answer stopped (Ctrl-C)\n");
+        if (r.reason == CLI_STOP_CONTEXT)
+            fprintf(stderr, "moecpu chat: the context is full (%lld tokens): the answer stopped; /reset to start "
+                            "over, or restart with a larger --ctx\n", (long long)moe_context_n_ctx(c));
+        char extra[160];
+        snprintf(extra, sizeof extra, "turn %d: %lld tokens reused from the cache | stopped by %s | seed %llu", turn,
+                 (long long)keep, cli_stop_note(r.reason), (unsigned long long)t->sp.seed);
+        cli_print_timings(cmd, m, c, n - keep, t_prompt, r.n_gen, r.t_gen, extra);
+        if (g_quit) break;
+    }
+    sigaction(SIGINT, &old_sa, NULL);
+    goto done;
+oom:
+    fprintf(stderr, "moecpu chat: out of memory\n");
+    rc = 1;
+done:
+    input_close(&in);
+    conv_free(&cv);
+    free(cache.ids);
+    moe_sampler_free(smp);
+    moe_context_free(c);
+    moe_model_free(m);
+    moe_tokenizer_free(tok);
+    return rc;
+}
