@@ -18,11 +18,11 @@ ARCH    := $(shell $(CC) -dumpmachine | sed 's/-.*//')
 ifeq ($(ARCH),aarch64)
   # Cross builds link the multiarch runtime libraries by soname (the arm64
   # -dev packages conflict with the amd64 ones; the headers are the same).
-  LIBS := -l:libsleef.so.3 -l:libcpuinfo.so.0 -ljansson -lpthread -lm
+  LIBS := -l:libsleef.so.3 -l:libcpuinfo.so.0 -ljansson -l:libpcre2-8.so.0 -lpthread -lm
   SIMD := simd/neon.c simd/neon_dotprod.c
   EDIT_LIBS := -l:libedit.so.2
 else
-  LIBS := $(shell pkg-config --libs sleef libcpuinfo jansson 2>/dev/null || echo -lsleef -lcpuinfo -ljansson) -lpthread -lm
+  LIBS := $(shell pkg-config --libs sleef libcpuinfo jansson libpcre2-8 2>/dev/null || echo -lsleef -lcpuinfo -ljansson -lpcre2-8) -lpthread -lm
   SIMD := simd/avx2.c simd/avx512.c
   # line editing for `moecpu chat` (BSD licence; readline is GPL)
   EDIT_LIBS := $(shell pkg-config --libs libedit 2>/dev/null || echo -ledit)
@@ -36,11 +36,11 @@ FLAGS_simd/neon_dotprod.c := -march=armv8.2-a+dotprod
 FLAGS_src/sampler.c       := -ffp-contract=off
 
 CORE_SRC  := quant/formats.c quant/ref.c simd/dispatch.c simd/scalar.c $(SIMD) src/threads.c \
-             src/model_files.c src/gguf.c src/gguf_write.c src/safetensors.c src/config.c src/model.c src/forward.c
+             src/model_files.c src/gguf.c src/gguf_write.c src/safetensors.c src/config.c src/model.c src/forward.c \
+             src/tokenizer.c
 # text generation: sampler, chat format
 CORE_SRC  += src/sampler.c src/chat.c
-CORE_SRC  += src/tok_stub_tmp.c  # TEMPORARY until tok is merged
-MAIN_SRC  := src/main.c bench/kernels.c bench/model.c src/cli_run.c src/cli_chat.c
+MAIN_SRC  := src/main.c bench/kernels.c bench/model.c src/cli_tokenize.c bench/tokenizer.c src/cli_run.c src/cli_chat.c
 TEST_SRC  := $(wildcard tests/test_*.c)
 CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o)
 MAIN_OBJ  := $(MAIN_SRC:%.c=$(BUILD)/%.o)

@@ -11,6 +11,8 @@ struct moe_pool;
 
 /* `moecpu bench kernels [options]`; returns the process exit status. */
 int moe_bench_kernels(int argc, char **argv);
+/* `moecpu bench tokenizer -m MODEL -f FILE [options]`; returns the process exit status. */
+int moe_bench_tokenizer(int argc, char **argv);
 /* `moecpu bench -m MODEL [options]`; returns the process exit status. */
 int moe_bench_model(int argc, char **argv);
 

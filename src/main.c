@@ -34,6 +34,7 @@ static void usage(FILE *f)
             "  chat            interactive multi-turn chat\n"
             "  perplexity      perplexity of a text file (-f) or of token ids\n"
             "  eval            teacher-forced logits of a token sequence, written to a file\n"
+            "  tokenize        text on stdin to token ids with the model's tokenizer (and --decode back)\n"
             "  bench -m MODEL  prompt and generation tokens/s, and the decode bandwidth bound\n"
             "  bench kernels   GEMV/GEMM speed of every kernel table and weight type\n"
             "  help            this text\n"
@@ -690,9 +691,12 @@ static int cmd_bench(int argc, char **argv)
 {
     if (argc >= 1 && !strcmp(argv[0], "kernels"))
         return moe_bench_kernels(argc - 1, argv + 1);
+    if (argc >= 1 && !strcmp(argv[0], "tokenizer"))
+        return moe_bench_tokenizer(argc - 1, argv + 1);
     if (argc >= 1 && (!strcmp(argv[0], "-h") || !strcmp(argv[0], "--help"))) {
         printf("usage: moecpu bench -m MODEL [options]   model speed (moecpu bench -m X --help)\n"
-               "       moecpu bench kernels [options]   kernel speed (moecpu bench kernels --help)\n");
+               "       moecpu bench kernels [options]   kernel speed (moecpu bench kernels --help)\n"
+               "       moecpu bench tokenizer [options] encode speed (moecpu bench tokenizer --help)\n");
         return 0;
     }
     if (argc >= 1 && argv[0][0] == '-')
@@ -700,6 +704,8 @@ static int cmd_bench(int argc, char **argv)
     fprintf(stderr, "moecpu bench: expected 'kernels' or -m MODEL (try 'moecpu bench --help')\n");
     return 2;
 }
+
+int cmd_tokenize(int argc, char **argv); /* src/cli_tokenize.c */
 
 int main(int argc, char **argv)
 {
@@ -734,6 +740,8 @@ int main(int argc, char **argv)
         return cmd_perplexity(argc - 2, argv + 2);
     if (!strcmp(cmd, "chat"))
         return cmd_chat(argc - 2, argv + 2);
+    if (!strcmp(cmd, "tokenize"))
+        return cmd_tokenize(argc - 2, argv + 2);
     fprintf(stderr, "moecpu: unknown command '%s' (run 'moecpu help' for the list)\n", cmd);
     return 2;
 }

@@ -146,15 +146,21 @@ const char *moe_tokenizer_chat_template(const struct moe_tokenizer *t);
 #define MOE_TOK_ADD_BOS 1u       /* prepend BOS (when the model has one) */
 #define MOE_TOK_PARSE_SPECIAL 2u /* match added/special token strings in the text; else they are plain text */
 
-/* Encode len bytes of text (any bytes: invalid UTF-8 is encoded through the
- * byte-level alphabet like the reference does).  *ids is malloc'd (free()),
- * *n its length. */
+/* Encode len bytes of text.  Any bytes are accepted: invalid UTF-8 is first
+ * replaced by U+FFFD, one per maximal invalid subpart (what Python's
+ * errors="replace" and the WHATWG decoder do, so the ids equal those of the
+ * Hugging Face tokenizer on the text as it would be read).  Without
+ * MOE_TOK_PARSE_SPECIAL, control tokens (special, or "<｜...｜>"-like as
+ * llama.cpp's converter marks them) are plain text; user-defined added
+ * tokens are always matched.  *ids is malloc'd (free()), *n its length. */
 int moe_tokenizer_encode(const struct moe_tokenizer *t, const char *text, size_t len, unsigned flags, int32_t **ids,
                          int64_t *n, char *err, size_t errlen);
 
 /* The bytes a token stands for (byte-level mapping undone; for added and
  * special tokens, their text).  NULL (len 0) for an id outside the vocab. */
 const char *moe_tokenizer_piece(const struct moe_tokenizer *t, int32_t id, size_t *len);
+/* Length of the longest piece (for sizing moe_detok_push buffers). */
+size_t moe_tokenizer_max_piece(const struct moe_tokenizer *t);
 /* 1 for special/control tokens (BOS, EOS, <｜User｜>, ...). */
 int moe_tokenizer_is_special(const struct moe_tokenizer *t, int32_t id);
 /* The id of a token whose text is exactly s (vocab or added), -1 if none. */
