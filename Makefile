@@ -83,13 +83,13 @@ test:
 	$(MAKE) --no-print-directory MOECPU_TEST_TALLY=$(TALLY) test-native test-asan test-clang test-arm64
 	@awk '{p+=$$1; f+=$$2; s+=$$3} END {printf "%d passed, %d failed, %d skipped\n", p, f, s}' $(TALLY)
 
-test-native: $(TEST_BIN) $(BUILD)/gen_model moecpu
-	MOECPU_BIN=./moecpu MOECPU_GEN_MODEL=$(CURDIR)/$(BUILD)/gen_model scripts/run-tests.sh $(TEST_BIN) tests/cli.sh tests/llama_ref.sh
+test-native: $(TEST_BIN) $(BUILD)/gen_model $(BUILD)/pty_drive moecpu
+	MOECPU_BIN=./moecpu MOECPU_GEN_MODEL=$(CURDIR)/$(BUILD)/gen_model scripts/run-tests.sh $(TEST_BIN) tests/cli.sh tests/llama_ref.sh tests/cli_text.sh
 
 test-asan:
 	$(MAKE) --no-print-directory BUILD=build-asan WERROR=1 OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
 	    LDFLAGS="-fsanitize=address,undefined" tests build-asan/moecpu
-	MOECPU_TEST_QUICK=1 MOECPU_BIN=build-asan/moecpu MOECPU_GEN_MODEL=$(CURDIR)/build-asan/gen_model scripts/run-tests.sh $(TEST_SRC:tests/%.c=build-asan/tests/%) tests/cli.sh
+	MOECPU_TEST_QUICK=1 MOECPU_BIN=build-asan/moecpu MOECPU_GEN_MODEL=$(CURDIR)/build-asan/gen_model scripts/run-tests.sh $(TEST_SRC:tests/%.c=build-asan/tests/%) tests/cli.sh tests/cli_text.sh
 
 # clang must build everything warning-free too (x86-64, and aarch64 built
 # only); its x86 kernel code is tested as well.

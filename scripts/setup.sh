@@ -19,8 +19,10 @@ pkgs=(
   libsleef-dev libcpuinfo-dev            # vector math, CPU feature detection
   libjansson-dev                         # JSON: config.json, safetensors headers, tokenizer.json
   libcmocka-dev                          # unit test framework
+  libedit-dev                            # line editing and history for `moecpu chat` (BSD licence)
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static   # aarch64 cross build + emulation
   libsleef-dev:arm64 libcpuinfo0:arm64 libcmocka-dev:arm64 libjansson-dev:arm64   # the same for aarch64
+  libedit2:arm64                         # linked by soname in the aarch64 build (libedit-dev:arm64 conflicts)
 )
 # libcpuinfo-dev:arm64 conflicts with libcpuinfo-dev (amd64); the header is
 # the same, so the cross build links libcpuinfo.so.0 by soname instead.

@@ -86,6 +86,14 @@ static int read_wchar(EditLine *el, wchar_t *wc)
     }
 }
 
+static unsigned char on_ctrl_c(EditLine *el, int ch)
+{
+    (void)el;
+    (void)ch;
+    g_quit = 1;
+    return CC_EOF;
+}
+
 static int input_open(struct input *in)
 {
     memset(in, 0, sizeof *in);
@@ -102,6 +110,10 @@ static int input_open(struct input *in)
     el_set(in->el, EL_EDITOR, "emacs");
     el_set(in->el, EL_HIST, history, in->hist);
     el_set(in->el, EL_GETCFN, read_wchar);
+    /* libedit's edit mode turns the terminal's ISIG off: Ctrl-C arrives as a
+     * character, so bind it to "leave the chat" */
+    el_set(in->el, EL_ADDFN, "moecpu-quit", "leave the chat", on_ctrl_c);
+    el_set(in->el, EL_BIND, "^C", "moecpu-quit", NULL);
     el_source(in->el, NULL);   /* the user's ~/.editrc, if any */
     return 0;
 }

@@ -365,7 +365,9 @@ static int open_model(const char *cmd, const struct model_opts *o, int64_t n_tok
 int cli_open_model(const char *cmd, const struct model_opts *o, int64_t n_tokens, struct moe_model **m,
                    struct moe_context **c)
 {
-    return open_model(cmd, o, n_tokens, m, c);
+    const int rc = open_model(cmd, o, n_tokens, m, c);
+    if (rc) *m = NULL, *c = NULL;   /* open_model freed what it had opened */
+    return rc;
 }
 
 double cli_now(void) { return now_sec(); }
