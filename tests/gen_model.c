@@ -488,6 +488,9 @@ struct vocab {
     int64_t n_merges;
     char **merges;            /* "a b" */
     int64_t n_real;           /* tokens before the [PADn] fillers */
+    int64_t bos, eos;         /* -1: none */
+    bool add_bos;
+    char *chat_template;      /* NULL: none */
 };
 
 static int put_utf8(char *o, unsigned cp)
@@ -533,6 +536,10 @@ static void build_vocab(struct vocab *v, int64_t n)
     v->types = xcalloc((size_t)n, sizeof *v->types);
     v->merges = xcalloc((size_t)n, sizeof *v->merges);
     v->n_merges = 0;
+    v->bos = 0;
+    v->eos = 1;
+    v->add_bos = true;
+    v->chat_template = NULL;
     v->tokens[0] = xstrdup(BOS_TEXT);
     v->types[0] = 3;
     v->tokens[1] = xstrdup(EOS_TEXT);
@@ -571,6 +578,137 @@ static void free_vocab(struct vocab *v)
     free(v->tokens);
     free(v->types);
     free(v->merges);
+    free(v->chat_template);
+}
+
+/* --tokenizer FILE.json: a real tokenizer.json's vocabulary, merges and
+ * added tokens, as llama.cpp's convert_hf_to_gguf.py turns them into
+ * tokenizer.ggml.* (gpt2 model): ids without a token (up to the model's
+ * vocabulary size) become "[PADn]" UNUSED; added tokens that are special,
+ * or look like "<|...|>" / "<｜...｜>", CONTROL; other added tokens
+ * USER_DEFINED; the rest NORMAL.  BOS/EOS, add_bos_token and the chat
+ * template come from tokenizer_config.json beside the file, if present.
+ * Returns the tokenizer's size (1 + its largest id). */
+static int64_t tok_size(const char *path)
+{
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    if (!root) die("%s: line %d: %s", path, je.line, je.text);
+    json_t *vocab = json_object_get(json_object_get(root, "model"), "vocab");
+    if (!json_is_object(vocab)) die("%s: no model.vocab object", path);
+    int64_t n = 0;
+    const char *key;
+    json_t *val;
+    json_object_foreach(vocab, key, val) if (json_integer_value(val) + 1 > n) n = json_integer_value(val) + 1;
+    size_t i;
+    json_array_foreach(json_object_get(root, "added_tokens"), i, val)
+    {
+        int64_t id = json_integer_value(json_object_get(val, "id"));
+        if (id + 1 > n) n = id + 1;
+    }
+    json_decref(root);
+    return n;
+}
+
+static bool tok_looks_special(const char *s)
+{
+    size_t n = strlen(s);
+#define ENDS(a, b) (n >= strlen(a) + strlen(b) && !strncmp(s, a, strlen(a)) && !strcmp(s + n - strlen(b), b))
+    return !strcmp(s, "<pad>") || !strcmp(s, "<mask>") || ENDS("<|", "|>") ||
+           ENDS("<\xef\xbd\x9c", "\xef\xbd\x9c>") || ENDS("<unused", ">");
+#undef ENDS
+}
+
+static void load_tokenizer_json(struct vocab *v, const char *path, int64_t n)
+{
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    if (!root) die("%s: line %d: %s", path, je.line, je.text);
+    json_t *model = json_object_get(root, "model");
+    json_t *vocab = json_object_get(model, "vocab"), *merges = json_object_get(model, "merges");
+    if (!json_is_object(vocab) || !json_is_array(merges)) die("%s: no model.vocab / model.merges", path);
+    v->n = n;
+    v->tokens = xcalloc((size_t)n, sizeof *v->tokens);
+    v->types = xcalloc((size_t)n, sizeof *v->types);
+    const char *key;
+    json_t *val;
+    json_object_foreach(vocab, key, val)
+    {
+        int64_t id = json_integer_value(val);
+        if (id < 0 || id >= n || v->tokens[id]) die("%s: vocab id %" PRId64 " out of range or repeated", path, id);
+        v->tokens[id] = xstrdup(key);
+        v->types[id] = 1;
+    }
+    size_t i;
+    json_array_foreach(json_object_get(root, "added_tokens"), i, val)
+    {
+        int64_t id = json_integer_value(json_object_get(val, "id"));
+        const char *c = json_string_value(json_object_get(val, "content"));
+        if (id < 0 || id >= n || !c) die("%s: added_tokens[%zu] has no valid id/content", path, i);
+        free(v->tokens[id]);
+        v->tokens[id] = xstrdup(c);
+        v->types[id] = json_is_true(json_object_get(val, "special")) || tok_looks_special(c) ? 3 : 4;
+    }
+    v->n_real = n;
+    for (int64_t id = 0; id < n; id++)
+        if (!v->tokens[id]) {
+            v->tokens[id] = xfmt("[PAD%" PRId64 "]", id);
+            v->types[id] = 5;
+        }
+    v->n_merges = (int64_t)json_array_size(merges);
+    v->merges = xcalloc((size_t)v->n_merges + 1, sizeof *v->merges);
+    json_array_foreach(merges, i, val)
+    {
+        if (json_is_string(val)) v->merges[i] = xstrdup(json_string_value(val));
+        else if (json_is_string(json_array_get(val, 0)) && json_is_string(json_array_get(val, 1)))
+            v->merges[i] = xfmt("%s %s", json_string_value(json_array_get(val, 0)), json_string_value(json_array_get(val, 1)));
+        else die("%s: merges[%zu] is neither \"a b\" nor [a, b]", path, i);
+    }
+    json_decref(root);
+
+    v->bos = v->eos = -1;
+    v->add_bos = false;
+    v->chat_template = NULL;
+    const char *slash = strrchr(path, '/');
+    char *cfg = slash ? xfmt("%.*s/tokenizer_config.json", (int)(slash - path), path) : xstrdup("tokenizer_config.json");
+    json_t *c = json_load_file(cfg, 0, &je);
+    if (c) {
+        static const char *const keys[2] = {"bos_token", "eos_token"};
+        for (int k = 0; k < 2; k++) {
+            json_t *t = json_object_get(c, keys[k]);
+            const char *txt = json_is_string(t) ? json_string_value(t) : json_string_value(json_object_get(t, "content"));
+            for (int64_t id = 0; txt && id < n; id++)
+                if (!strcmp(v->tokens[id], txt)) {
+                    if (k == 0) v->bos = id;
+                    else v->eos = id;
+                    break;
+                }
+        }
+        v->add_bos = json_is_true(json_object_get(c, "add_bos_token"));
+        const char *ct = json_string_value(json_object_get(c, "chat_template"));
+        if (ct) v->chat_template = xstrdup(ct);
+        json_decref(c);
+    }
+    free(cfg);
+}
+
+/* Copy a file byte for byte (for --tokenizer into an HF directory). */
+static void copy_file(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rb");
+    if (!in) die("%s: cannot open: %s", from, strerror(errno));
+    char *tmp = xfmt("%s.tmp", to);
+    FILE *out = fopen(tmp, "wb");
+    if (!out) die("%s: cannot create: %s", tmp, strerror(errno));
+    char buf[1 << 16];
+    size_t r;
+    while ((r = fread(buf, 1, sizeof buf, in)) > 0)
+        if (fwrite(buf, 1, r, out) != r) die("%s: write failed", tmp);
+    if (ferror(in)) die("%s: read failed", from);
+    fclose(in);
+    if (fclose(out) != 0) die("%s: write failed", tmp);
+    if (rename(tmp, to) != 0) die("%s: rename failed: %s", tmp, strerror(errno));
+    free(tmp);
 }
 
 /* ------------------------------------------------------------- JSON files */
@@ -923,11 +1061,12 @@ static void write_gguf(const struct model *m, enum format fmt, const char *path,
     gchk(moe_gguf_writer_add_arr_str(g.w, "tokenizer.ggml.merges", (const char *const *)v->merges,
                                      (uint64_t)v->n_merges),
          "tokenizer.ggml.merges");
-    g_u32(&g, "tokenizer.ggml.bos_token_id", 0);
-    g_u32(&g, "tokenizer.ggml.eos_token_id", 1);
-    g_u32(&g, "tokenizer.ggml.padding_token_id", 1);
-    g_bool(&g, "tokenizer.ggml.add_bos_token", true);
+    if (v->bos >= 0) g_u32(&g, "tokenizer.ggml.bos_token_id", (uint32_t)v->bos);
+    if (v->eos >= 0) g_u32(&g, "tokenizer.ggml.eos_token_id", (uint32_t)v->eos);
+    if (v->eos >= 0) g_u32(&g, "tokenizer.ggml.padding_token_id", (uint32_t)v->eos);
+    g_bool(&g, "tokenizer.ggml.add_bos_token", v->add_bos);
     g_bool(&g, "tokenizer.ggml.add_eos_token", false);
+    if (v->chat_template) g_str(&g, "tokenizer.chat_template", v->chat_template);
 
     /* Tensors. */
     g_copy(&g, m, "model.embed_tokens.weight", "token_embd.weight");
@@ -1073,7 +1212,10 @@ static void usage(FILE *f)
           "                    for gguf-bf16, which then equals hf-bf16 exactly; else none)\n"
           "  --mla-split       GGUF: attn_k_b/attn_v_b (mainline llama.cpp only) instead of attn_kv_b\n"
           "  --shards N        HF: split model.safetensors into about N shards + index\n"
-          "  --no-check        skip reading the output back with moecpu's readers\n",
+          "  --no-check        skip reading the output back with moecpu's readers\n"
+          "  --tokenizer FILE  use this tokenizer.json (+ tokenizer_config.json beside it): GGUF gets its\n"
+          "                    vocabulary/merges/added tokens as convert_hf_to_gguf.py writes them, HF\n"
+          "                    directories a copy of both files; --vocab defaults to its size\n",
           f);
 }
 
@@ -1153,7 +1295,7 @@ static void set_style_defaults(struct dims *d, enum style st)
 
 int main(int argc, char **argv)
 {
-    const char *style_s = NULL, *format_s = NULL, *out = NULL, *round_s = NULL;
+    const char *style_s = NULL, *format_s = NULL, *out = NULL, *round_s = NULL, *tokenizer = NULL;
     bool have_seed = false, mla_split = false, check = true;
     uint64_t seed = 0;
     int shards = 0;
@@ -1179,6 +1321,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--format")) format_s = v;
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--round")) round_s = v;
+        else if (!strcmp(a, "--tokenizer")) tokenizer = v;
         else if (!strcmp(a, "--seed")) {
             char *end;
             errno = 0;
@@ -1245,6 +1388,7 @@ int main(int argc, char **argv)
     set_style_defaults(d, st);
 #define OVR(o, field) \
     if ((o) >= 0) d->field = (o)
+    if (tokenizer && o_vocab < 0) o_vocab = tok_size(tokenizer);
     OVR(o_layers, layers);
     OVR(o_vocab, vocab);
     OVR(o_hidden, hidden);
@@ -1300,13 +1444,32 @@ int main(int argc, char **argv)
     round_model(&m, rmode, fmt == FMT_HF_FP8);
 
     struct vocab voc;
-    build_vocab(&voc, d->vocab);
+    if (tokenizer) {
+        if (tok_size(tokenizer) > d->vocab) die("--vocab %lld is smaller than the tokenizer (%lld tokens)", (long long)d->vocab,
+                                                (long long)tok_size(tokenizer));
+        load_tokenizer_json(&voc, tokenizer, d->vocab);
+    } else {
+        build_vocab(&voc, d->vocab);
+    }
     if (format_is_gguf(fmt)) {
         write_gguf(&m, fmt, out, mla_split, &voc);
     } else {
         write_hf(&m, fmt, out, shards);
         write_config_json(d, out, fmt == FMT_HF_FP8);
-        write_tokenizer_json(&voc, d, out);
+        if (tokenizer) {
+            char *dst = xfmt("%s/tokenizer.json", out);
+            copy_file(tokenizer, dst);
+            free(dst);
+            const char *slash = strrchr(tokenizer, '/');
+            char *cfg = slash ? xfmt("%.*s/tokenizer_config.json", (int)(slash - tokenizer), tokenizer)
+                              : xstrdup("tokenizer_config.json");
+            dst = xfmt("%s/tokenizer_config.json", out);
+            if (access(cfg, F_OK) == 0) copy_file(cfg, dst);
+            free(dst);
+            free(cfg);
+        } else {
+            write_tokenizer_json(&voc, d, out);
+        }
     }
     if (check) self_check(&m, fmt, out);
     free_vocab(&voc);

