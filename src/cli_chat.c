@@ -17,7 +17,9 @@
  */
 #include <errno.h>
 #include <histedit.h>
+#include <fcntl.h>
 #include <locale.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,12 +34,19 @@
 static volatile sig_atomic_t g_interrupt; /* stop the current answer */
 static volatile sig_atomic_t g_quit;      /* leave the chat */
 static volatile sig_atomic_t g_at_prompt; /* waiting for the user */
+static int g_wake[2] = {-1, -1};          /* self-pipe: wakes a reader blocked in poll() */
 
 static void on_sigint(int sig)
 {
     (void)sig;
     if (g_at_prompt || g_interrupt) g_quit = 1;
     g_interrupt = 1;
+    if (g_wake[1] >= 0) {
+        const int e = errno;
+        const char b = 1;
+        if (write(g_wake[1], &b, 1) < 0) {}   /* a full pipe already wakes the reader */
+        errno = e;
+    }
 }
 
 /* ---- input ---------------------------------------------------------------- */
@@ -56,17 +65,33 @@ static char *prompt_fn(EditLine *el)
     return "> ";
 }
 
-/* libedit's character reader, replaced so that a SIGINT (read() failing
- * with EINTR: our handler has no SA_RESTART) ends el_gets at once. */
+/* libedit's character reader, replaced so that a SIGINT ends el_gets at
+ * once: it waits in poll() on stdin and the handler's self-pipe, so a
+ * signal that lands just before the wait is not lost. */
 static int read_wchar(EditLine *el, wchar_t *wc)
 {
     struct input *in;
     el_get(el, EL_CLIENTDATA, &in);
     for (;;) {
+        if (g_quit) {          /* Ctrl-C at the prompt */
+            *wc = 0;
+            return -1;
+        }
+        struct pollfd p[2] = {{STDIN_FILENO, POLLIN, 0}, {g_wake[0], POLLIN, 0}};
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            *wc = 0;
+            return -1;
+        }
+        if (p[1].revents & POLLIN) {   /* a signal: look at g_quit again */
+            char drain[16];
+            while (read(g_wake[0], drain, sizeof drain) > 0) {}
+            continue;
+        }
         char ch;
         const ssize_t r = read(STDIN_FILENO, &ch, 1);
         if (r < 0) {
-            if (errno == EINTR && !g_interrupt && !g_quit) continue;   /* another signal (SIGWINCH) */
+            if (errno == EINTR && !g_quit) continue;
             *wc = 0;
             return -1;
         }
@@ -98,6 +123,7 @@ static int input_open(struct input *in)
 {
     memset(in, 0, sizeof *in);
     if (!isatty(STDIN_FILENO)) return 0;
+    if (pipe(g_wake) || fcntl(g_wake[0], F_SETFL, O_NONBLOCK) || fcntl(g_wake[1], F_SETFL, O_NONBLOCK)) return -1;
     setlocale(LC_CTYPE, "");
     in->el = el_init("moecpu", stdin, stdout, stderr);
     in->hist = history_init();
@@ -145,6 +171,8 @@ static void input_close(struct input *in)
 {
     if (in->el) el_end(in->el);
     if (in->hist) history_end(in->hist);
+    for (int i = 0; i < 2; i++)
+        if (g_wake[i] >= 0) close(g_wake[i]), g_wake[i] = -1;
     free(in->line);
 }
 

@@ -30,15 +30,18 @@ if [ ! -f "$tokjson/tokenizer.json" ] || ! command -v node >/dev/null; then
   bad "setup" "DeepSeek-V3 tokenizer not installed in $tokref (run scripts/setup.sh)"; finish
 fi
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-M=$tmp/v3                                  # real tokenizer, V3 chat template
-"$gen" --style v3 --format hf-bf16 --seed 5 --vocab 129280 --hidden 64 --layers 2 --out "$M" > "$tmp/gen.log" 2>&1 ||
-  { cat "$tmp/gen.log"; bad "setup" "gen_model failed"; finish; }
-cp "$tokjson/tokenizer.json" "$tokjson/tokenizer_config.json" "$M/"
-R=$tmp/r1                                  # the same weights with DeepSeek-R1's chat template
-mkdir "$R" && ln -s "$M/model.safetensors" "$M/config.json" "$M/tokenizer.json" "$R/"
+mk() { "$gen" --style v3 --seed 5 --hidden 64 --layers 2 "$@" > "$tmp/gen.log" 2>&1 ||
+  { cat "$tmp/gen.log"; bad "setup" "gen_model $*"; finish; }; }
+M=$tmp/v3                                  # DeepSeek-V3's tokenizer and chat template
+mk --format hf-bf16 --tokenizer "$tokjson/tokenizer.json" --out "$M"
+G=$tmp/v3.gguf                             # the same values and tokenizer as GGUF
+mk --format gguf-f32 --round bf16 --tokenizer "$tokjson/tokenizer.json" --out "$G"
+mkdir "$tmp/r1tok" && cp "$tokjson/tokenizer.json" "$tmp/r1tok/"
 node -e 'const fs=require("fs");const c=JSON.parse(fs.readFileSync(process.argv[1]));
 c.chat_template=fs.readFileSync(process.argv[2],"utf8");fs.writeFileSync(process.argv[3],JSON.stringify(c))' \
-  "$M/tokenizer_config.json" "$top/tests/data/chat/deepseek-r1.jinja" "$R/tokenizer_config.json"
+  "$tokjson/tokenizer_config.json" "$top/tests/data/chat/deepseek-r1.jinja" "$tmp/r1tok/tokenizer_config.json"
+R=$tmp/r1                                  # the same weights with DeepSeek-R1's chat template
+mk --format hf-bf16 --tokenizer "$tmp/r1tok/tokenizer.json" --out "$R"
 run() { "$bin" "$@" -t 1; }
 detok() { node "$top/scripts/chat-ref/detok.mjs" "$M/tokenizer.json" "$@"; }
 # TEXTFILE -> ids, comma-separated, from the JS tokenizer; --bos: BOS (id 0) first, as
@@ -62,6 +65,8 @@ then ok "run: timings line"; else bad "run timings" "$(tail -1 "$tmp/err")"; fi
 got2=$(run run -m "$M" -p "$(cat "$tmp/prompt.txt")" -n 24 --temp 0 2> /dev/null; echo x); got2=${got2%x}
 got3=$(run run -m "$M" -n 24 --temp 0 < "$tmp/prompt.txt" 2> /dev/null; echo x); got3=${got3%x}
 [ "$got2" = "$want" ] && [ "$got3" = "$want" ] && ok "run -p and stdin give the same text" || bad "run -p/stdin" "'$got2' / '$got3'"
+got=$(run run -m "$G" -f "$tmp/prompt.txt" -n 24 --temp 0 2> /dev/null; echo x); got=${got%x}
+[ "$got" = "$want" ] && ok "run: a GGUF with the same values and tokenizer gives the same text" || bad "run gguf" "'$got'"
 # -n: the first 5 tokens
 want5=$(detok "$(echo $gids | cut -d' ' -f1-5)"; echo x); want5=${want5%x}
 got=$(run run -m "$M" -f "$tmp/prompt.txt" -n 5 --temp 0 2> "$tmp/err"; echo x); got=${got%x}
