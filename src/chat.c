@@ -101,6 +101,13 @@ static const char *after_think(const char *s)
 char *moe_chat_render(const struct moe_chat_format *f, const struct moe_chat_msg *msgs, int n,
                       int add_generation_prompt)
 {
+    return moe_chat_render_spans(f, msgs, n, add_generation_prompt, NULL);
+}
+
+char *moe_chat_render_spans(const struct moe_chat_format *f, const struct moe_chat_msg *msgs, int n,
+                            int add_generation_prompt, size_t *spans)
+{
+    if (spans) memset(spans, 0, 2 * (size_t)(n > 0 ? n : 0) * sizeof *spans);
     struct buf b = {0};
     puts_(&b, "");
     puts_(&b, f->bos);
@@ -122,7 +129,9 @@ char *moe_chat_render(const struct moe_chat_format *f, const struct moe_chat_msg
             puts_(&b, msgs[i].content);
         } else if (msgs[i].role == MOE_CHAT_ASSISTANT) {
             puts_(&b, MOE_CHAT_ASSISTANT_TEXT);
+            if (spans) spans[2 * i] = b.len;
             puts_(&b, f->strip_think ? after_think(msgs[i].content) : msgs[i].content);
+            if (spans) spans[2 * i + 1] = b.len;
             puts_(&b, MOE_CHAT_END_TEXT);
         }
     }

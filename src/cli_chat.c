@@ -181,10 +181,12 @@ static void input_close(struct input *in)
 struct conv {
     struct moe_chat_msg *m;
     char **own;                /* the strings m[i].content points to */
+    struct cli_ids *gen;       /* assistant messages: the ids the model generated for them */
     int n, cap;
 };
 
-static int conv_add(struct conv *cv, enum moe_chat_role role, const char *text, size_t len)
+/* Append a message; gen (may be NULL) is moved into the conversation. */
+static int conv_add(struct conv *cv, enum moe_chat_role role, const char *text, size_t len, struct cli_ids *gen)
 {
     if (cv->n == cv->cap) {
         const int cap = cv->cap ? 2 * cv->cap : 16;
@@ -194,6 +196,9 @@ static int conv_add(struct conv *cv, enum moe_chat_role role, const char *text, 
         char **own = realloc(cv->own, (size_t)cap * sizeof *own);
         if (!own) return -1;
         cv->own = own;
+        struct cli_ids *g = realloc(cv->gen, (size_t)cap * sizeof *g);
+        if (!g) return -1;
+        cv->gen = g;
         cv->cap = cap;
     }
     char *s = malloc(len + 1);
@@ -201,13 +206,94 @@ static int conv_add(struct conv *cv, enum moe_chat_role role, const char *text, 
     memcpy(s, text, len);
     s[len] = 0;
     cv->own[cv->n] = s;
+    cv->gen[cv->n] = gen ? *gen : (struct cli_ids){0};
+    if (gen) *gen = (struct cli_ids){0};
     cv->m[cv->n++] = (struct moe_chat_msg){role, s};
     return 0;
 }
 
 static void conv_pop(struct conv *cv)
 {
-    if (cv->n) free(cv->own[--cv->n]);
+    if (!cv->n) return;
+    cv->n--;
+    free(cv->own[cv->n]);
+    free(cv->gen[cv->n].ids);
+}
+
+static int append_encoded(const struct moe_tokenizer *tok, const char *p, size_t len, struct cli_ids *out, char *err,
+                          size_t errlen)
+{
+    if (!len) return 0;
+    int32_t *ids;
+    int64_t n;
+    if (moe_tokenizer_encode(tok, p, len, MOE_TOK_PARSE_SPECIAL, &ids, &n, err, errlen)) return -1;
+    int rc = 0;
+    for (int64_t i = 0; !rc && i < n; i++)
+        if (cli_ids_push(out, ids[i])) rc = MOECPU_ERR_NOMEM, snprintf(err, errlen, "out of memory");
+    free(ids);
+    return rc;
+}
+
+/* The first k such that gen[k..] decodes to exactly the bytes p[0..len),
+ * or -1.  (An R1 answer's history keeps only the text after </think>; a
+ * stop string cuts the text: then no suffix matches and the text is
+ * encoded afresh.) */
+static int64_t matching_suffix(const struct moe_tokenizer *tok, const struct cli_ids *gen, const char *p, size_t len)
+{
+    size_t total = 0, piece_len;
+    for (int64_t i = 0; i < gen->n; i++) {
+        moe_tokenizer_piece(tok, gen->ids[i], &piece_len);
+        total += piece_len;
+    }
+    int64_t k = 0;
+    while (k < gen->n && total > len) {
+        moe_tokenizer_piece(tok, gen->ids[k++], &piece_len);
+        total -= piece_len;
+    }
+    if (total != len) return -1;
+    size_t off = 0;
+    for (int64_t i = k; i < gen->n; i++) {
+        const char *q = moe_tokenizer_piece(tok, gen->ids[i], &piece_len);
+        if (piece_len && (!q || memcmp(q, p + off, piece_len))) return -1;
+        off += piece_len;
+    }
+    return k;
+}
+
+/* The ids of the conversation as the template renders it, with a
+ * generation prompt.  Answers keep the ids the model generated whenever
+ * they decode to exactly the rendered content (the text between
+ * <｜Assistant｜> and <｜end▁of▁sentence｜>, special tokens on both sides, so
+ * encoding the pieces apart equals encoding the whole); otherwise their
+ * text is encoded like the rest. */
+static int conv_ids(const struct moe_chat_format *fmt, const struct moe_tokenizer *tok, const struct conv *cv,
+                    struct cli_ids *out, char *err, size_t errlen)
+{
+    size_t *spans = malloc(2 * (size_t)cv->n * sizeof *spans + 1);
+    char *text = spans ? moe_chat_render_spans(fmt, cv->m, cv->n, 1, spans) : NULL;
+    int rc = 0;
+    out->n = 0;
+    if (!text) {
+        snprintf(err, errlen, "out of memory");
+        rc = MOECPU_ERR_NOMEM;
+        goto done;
+    }
+    size_t pos = 0;
+    for (int i = 0; i < cv->n && !rc; i++) {
+        if (cv->m[i].role != MOE_CHAT_ASSISTANT) continue;
+        const size_t a = spans[2 * i], b = spans[2 * i + 1];
+        if ((rc = append_encoded(tok, text + pos, a - pos, out, err, errlen))) break;
+        const int64_t k = matching_suffix(tok, &cv->gen[i], text + a, b - a);
+        if (k < 0) rc = append_encoded(tok, text + a, b - a, out, err, errlen);
+        for (int64_t j = k < 0 ? cv->gen[i].n : k; !rc && j < cv->gen[i].n; j++)
+            if (cli_ids_push(out, cv->gen[i].ids[j])) rc = MOECPU_ERR_NOMEM, snprintf(err, errlen, "out of memory");
+        pos = b;
+    }
+    if (!rc) rc = append_encoded(tok, text + pos, strlen(text + pos), out, err, errlen);
+done:
+    free(spans);
+    free(text);
+    return rc;
 }
 
 static void conv_free(struct conv *cv)
@@ -215,6 +301,7 @@ static void conv_free(struct conv *cv)
     while (cv->n) conv_pop(cv);
     free(cv->m);
     free(cv->own);
+    free(cv->gen);
 }
 
 /* --save-turns: the whole conversation's ids and the logits the answer
@@ -250,7 +337,7 @@ int cli_chat(const struct model_opts *o, struct cli_text_opts *t)
     struct moe_context *c = NULL;
     struct moe_sampler *smp = NULL;
     struct conv cv = {0};
-    struct cli_ids cache = {0};
+    struct cli_ids cache = {0}, turn_ids = {0};
     struct input in;
     char err[1024];
     int rc = cli_open_tokenizer(cmd, t->model, &tok);
@@ -282,7 +369,7 @@ int cli_chat(const struct model_opts *o, struct cli_text_opts *t)
         fprintf(stderr, "moecpu chat: %s\n", err);
         goto done;
     }
-    if (t->system && conv_add(&cv, MOE_CHAT_SYSTEM, t->system, strlen(t->system))) goto oom;
+    if (t->system && conv_add(&cv, MOE_CHAT_SYSTEM, t->system, strlen(t->system), NULL)) goto oom;
     const int n_sys = cv.n;
 
     struct sigaction sa;
@@ -330,20 +417,15 @@ int cli_chat(const struct model_opts *o, struct cli_text_opts *t)
                             "send text beginning with '/')\n", line);
             continue;
         }
-        if (conv_add(&cv, MOE_CHAT_USER, line, strlen(line))) goto oom;
-        char *text = moe_chat_render(&fmt, cv.m, cv.n, 1);
-        int32_t *ids = NULL;
-        int64_t n = 0;
-        if (!text) goto oom;
-        const int erc = moe_tokenizer_encode(tok, text, strlen(text), MOE_TOK_PARSE_SPECIAL, &ids, &n, err, sizeof err);
-        free(text);
-        if (erc) {
+        if (conv_add(&cv, MOE_CHAT_USER, line, strlen(line), NULL)) goto oom;
+        if (conv_ids(&fmt, tok, &cv, &turn_ids, err, sizeof err)) {
             fprintf(stderr, "moecpu chat: %s\n", err);
             conv_pop(&cv);
             continue;
         }
+        const int32_t *ids = turn_ids.ids;
+        const int64_t n = turn_ids.n;
         if (cli_check_vocab(cmd, m, ids, n)) {
-            free(ids);
             rc = 1;
             break;
         }
@@ -351,7 +433,6 @@ int cli_chat(const struct model_opts *o, struct cli_text_opts *t)
             fprintf(stderr, "moecpu chat: the conversation (%lld tokens) no longer fits in the context of %lld "
                             "tokens: /reset to start over, or restart with a larger --ctx\n",
                     (long long)n, (long long)moe_context_n_ctx(c));
-            free(ids);
             conv_pop(&cv);
             continue;
         }
@@ -365,33 +446,28 @@ int cli_chat(const struct model_opts *o, struct cli_text_opts *t)
         const double t0 = cli_now();
         if (moe_context_eval(c, ids + keep, n - keep, 0, err, sizeof err)) {
             fprintf(stderr, "moecpu chat: %s\n", err);
-            free(ids);
             rc = 1;
             break;
         }
         const double t_prompt = cli_now() - t0;
         for (int64_t i = keep; i < n; i++)
-            if (cli_ids_push(&cache, ids[i])) {
-                free(ids);
-                goto oom;
-            }
+            if (cli_ids_push(&cache, ids[i])) goto oom;
         turn++;
         if (t->save_turns &&
             save_turn(t->save_turns, turn, ids, n, moe_context_logits(c, NULL), info.vocab_size)) {
             fprintf(stderr, "moecpu chat: cannot write turn %d into '%s'\n", turn, t->save_turns);
-            free(ids);
             rc = 1;
             break;
         }
-        free(ids);
         struct cli_stream st;
         cli_stream_init(&st, stdout, t, fmt.think_prompt);
-        struct cli_gen_io io = {c, tok, smp, info.vocab_size, &cache, &g_interrupt};
+        struct cli_ids answer = {0};
+        struct cli_gen_io io = {c, tok, smp, info.vocab_size, &cache, &answer, &g_interrupt};
         struct cli_gen_result r;
         const int grc = cli_generate(cmd, &io, t, &st, &r);
         fputc('\n', stdout);
         fflush(stdout);
-        const int add = conv_add(&cv, MOE_CHAT_ASSISTANT, st.raw ? st.raw : "", st.nraw);
+        const int add = conv_add(&cv, MOE_CHAT_ASSISTANT, st.raw ? st.raw : "", st.nraw, &answer);
         cli_stream_free(&st);
         if (add) goto oom;
         if (grc) {
@@ -417,6 +493,7 @@ done:
     input_close(&in);
     conv_free(&cv);
     free(cache.ids);
+    free(turn_ids.ids);
     moe_sampler_free(smp);
     moe_context_free(c);
     moe_model_free(m);

@@ -46,6 +46,7 @@ struct cli_gen_io {
     struct moe_sampler *smp;
     int64_t n_vocab;           /* the model's (rows of the logits) */
     struct cli_ids *cache;     /* if not NULL: every evaluated token is appended */
+    struct cli_ids *sampled;   /* if not NULL: every sampled token but the final end of sequence */
     volatile sig_atomic_t *interrupt; /* if not NULL and set: stop */
 };
 struct cli_gen_result {

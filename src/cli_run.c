@@ -445,6 +445,11 @@ int cli_generate(const char *cmd, const struct cli_gen_io *io, const struct cli_
             r->reason = CLI_STOP_EOS;
             break;
         }
+        if (io->sampled && cli_ids_push(io->sampled, id)) {
+            fprintf(stderr, "moecpu %s: out of memory\n", cmd);
+            rc = 1;
+            break;
+        }
         const size_t w = moe_detok_push(&dt, io->tok, id, t->special, buf, sizeof buf);
         if (cli_stream_push(st, buf, w)) {
             r->reason = st->oom ? CLI_STOP_ERROR : CLI_STOP_STRING;
@@ -604,7 +609,7 @@ int cli_run_text(const struct model_opts *o, struct cli_text_opts *t)
     const double t_prompt = cli_now() - t0;
     struct cli_stream st;
     cli_stream_init(&st, stdout, t, t->chat && fmt.think_prompt);
-    struct cli_gen_io io = {c, tok, smp, info.vocab_size, NULL, NULL};
+    struct cli_gen_io io = {c, tok, smp, info.vocab_size, NULL, NULL, NULL};
     struct cli_gen_result r;
     rc = cli_generate(cmd, &io, t, &st, &r);
     cli_stream_free(&st);

@@ -269,5 +269,13 @@ int moe_chat_format_init(struct moe_chat_format *f, const struct moe_tokenizer *
 /* The conversation as text (malloc'd, NUL-terminated; NULL when out of memory). */
 char *moe_chat_render(const struct moe_chat_format *f, const struct moe_chat_msg *msgs, int n,
                       int add_generation_prompt);
+/* The same, and for each assistant message i the byte range [spans[2i],
+ * spans[2i+1]) of its (possibly think-stripped) content in the text (0, 0
+ * for other messages).  spans has 2n entries.  The content always sits
+ * between two special tokens (<｜Assistant｜> ... <｜end▁of▁sentence｜>), so
+ * a caller may encode the pieces separately, e.g. to reuse the ids a model
+ * generated for an answer. */
+char *moe_chat_render_spans(const struct moe_chat_format *f, const struct moe_chat_msg *msgs, int n,
+                            int add_generation_prompt, size_t *spans);
 
 #endif

@@ -173,6 +173,37 @@ static void test_r1_by_hand(void **state)
     free(s);
 }
 
+/* Spans: each assistant message's rendered (stripped) content, by offsets. */
+static void test_spans(void **state)
+{
+    (void)state;
+    struct moe_chat_format v3, r1;
+    char err[256];
+    assert_int_equal(moe_chat_format_from_template(&v3, NULL, "<B>", err, sizeof err), 0);
+    assert_int_equal(moe_chat_format_from_template(&r1, "<｜User｜><｜Assistant｜><think>\\n split('</think>')", "<B>", err,
+                                                   sizeof err), 0);
+    const struct moe_chat_msg m[4] = {{U, "q1"}, {A, "<think>t</think>a1"}, {U, "q2"}, {A, "plain"}};
+    size_t sp[8];
+    const struct moe_chat_format *fs[2] = {&v3, &r1};
+    const char *want1[2] = {"<think>t</think>a1", "a1"};
+    for (int k = 0; k < 2; k++) {
+        char *s = moe_chat_render_spans(fs[k], m, 4, 1, sp);
+        assert_non_null(s);
+        assert_true(sp[0] == 0 && sp[1] == 0 && sp[4] == 0 && sp[5] == 0);
+        assert_int_equal(sp[3] - sp[2], strlen(want1[k]));
+        assert_memory_equal(s + sp[2], want1[k], strlen(want1[k]));
+        assert_memory_equal(s + sp[2] - strlen(MOE_CHAT_ASSISTANT_TEXT), MOE_CHAT_ASSISTANT_TEXT,
+                            strlen(MOE_CHAT_ASSISTANT_TEXT));
+        assert_memory_equal(s + sp[3], MOE_CHAT_END_TEXT, strlen(MOE_CHAT_END_TEXT));
+        assert_memory_equal(s + sp[6], "plain", 5);
+        assert_int_equal(sp[7] - sp[6], 5);
+        char *t = moe_chat_render(fs[k], m, 4, 1);
+        assert_string_equal(s, t);
+        free(s);
+        free(t);
+    }
+}
+
 static void test_unsupported(void **state)
 {
     (void)state;
@@ -191,7 +222,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_v3_template), cmocka_unit_test(test_r1_template), cmocka_unit_test(test_default_is_v3),
-        cmocka_unit_test(test_r1_by_hand),  cmocka_unit_test(test_unsupported),
+        cmocka_unit_test(test_r1_by_hand),  cmocka_unit_test(test_spans), cmocka_unit_test(test_unsupported),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
