@@ -11,7 +11,8 @@
  * sees is always the one the template renders.
  *
  * Input: libedit (line editing, history) when stdin is a terminal, plain
- * lines otherwise.  SIGINT (sigaction, a sig_atomic_t flag) stops the
+ * lines otherwise.  SIGINT (sigaction; the handler sets sig_atomic_t flags
+ * and writes a byte to a pipe that input waits on with poll()) stops the
  * current answer; at the prompt, or a second one before the answer has
  * stopped, it ends the chat.
  */
@@ -55,9 +56,30 @@ struct input {
     EditLine *el;
     History *hist;
     mbstate_t mb;
-    char *line;                /* plain mode: getline's buffer */
-    size_t cap;
+    char *line;                /* the line returned */
+    char *buf;                 /* plain mode: bytes read, not yet returned */
+    size_t nbuf, cap;
+    int eof;
 };
+
+/* Wait until stdin is readable; 0 when a SIGINT asked to leave (g_quit). */
+static int wait_stdin(void)
+{
+    for (;;) {
+        if (g_quit) return 0;
+        struct pollfd p[2] = {{STDIN_FILENO, POLLIN, 0}, {g_wake[0], POLLIN, 0}};
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            return 1;          /* let the read report the error */
+        }
+        if (p[1].revents & POLLIN) {   /* a signal: look at g_quit again */
+            char drain[16];
+            while (read(g_wake[0], drain, sizeof drain) > 0) {}
+            continue;
+        }
+        return 1;
+    }
+}
 
 static char *prompt_fn(EditLine *el)
 {
@@ -73,20 +95,9 @@ static int read_wchar(EditLine *el, wchar_t *wc)
     struct input *in;
     el_get(el, EL_CLIENTDATA, &in);
     for (;;) {
-        if (g_quit) {          /* Ctrl-C at the prompt */
+        if (!wait_stdin()) {   /* Ctrl-C at the prompt */
             *wc = 0;
             return -1;
-        }
-        struct pollfd p[2] = {{STDIN_FILENO, POLLIN, 0}, {g_wake[0], POLLIN, 0}};
-        if (poll(p, 2, -1) < 0) {
-            if (errno == EINTR) continue;
-            *wc = 0;
-            return -1;
-        }
-        if (p[1].revents & POLLIN) {   /* a signal: look at g_quit again */
-            char drain[16];
-            while (read(g_wake[0], drain, sizeof drain) > 0) {}
-            continue;
         }
         char ch;
         const ssize_t r = read(STDIN_FILENO, &ch, 1);
@@ -122,8 +133,8 @@ static unsigned char on_ctrl_c(EditLine *el, int ch)
 static int input_open(struct input *in)
 {
     memset(in, 0, sizeof *in);
-    if (!isatty(STDIN_FILENO)) return 0;
     if (pipe(g_wake) || fcntl(g_wake[0], F_SETFL, O_NONBLOCK) || fcntl(g_wake[1], F_SETFL, O_NONBLOCK)) return -1;
+    if (!isatty(STDIN_FILENO)) return 0;
     setlocale(LC_CTYPE, "");
     in->el = el_init("moecpu", stdin, stdout, stderr);
     in->hist = history_init();
@@ -155,8 +166,29 @@ static const char *input_line(struct input *in)
         free(in->line);
         if (!(in->line = strdup(s))) return NULL;
     } else {
-        errno = 0;
-        if (getline(&in->line, &in->cap, stdin) < 0) return NULL;
+        /* plain lines, read with poll() + read() so Ctrl-C is seen at once
+         * whichever thread the signal lands on */
+        char *nl;
+        while (!(nl = in->nbuf ? memchr(in->buf, '\n', in->nbuf) : NULL) && !in->eof) {
+            if (in->nbuf + 4096 > in->cap) {
+                char *nb = realloc(in->buf, in->cap = in->nbuf + 65536);
+                if (!nb) return NULL;
+                in->buf = nb;
+            }
+            if (!wait_stdin()) return NULL;
+            const ssize_t r = read(STDIN_FILENO, in->buf + in->nbuf, in->cap - in->nbuf);
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) in->eof = 1;
+            else in->nbuf += (size_t)r;
+        }
+        if (!in->nbuf) return NULL;
+        const size_t len = nl ? (size_t)(nl - in->buf) + 1 : in->nbuf;
+        free(in->line);
+        if (!(in->line = malloc(len + 1))) return NULL;
+        memcpy(in->line, in->buf, len);
+        in->line[len] = 0;
+        memmove(in->buf, in->buf + len, in->nbuf - len);
+        in->nbuf -= len;
     }
     size_t n = strlen(in->line);
     while (n && (in->line[n - 1] == '\n' || in->line[n - 1] == '\r')) in->line[--n] = 0;
@@ -174,6 +206,7 @@ static void input_close(struct input *in)
     for (int i = 0; i < 2; i++)
         if (g_wake[i] >= 0) close(g_wake[i]), g_wake[i] = -1;
     free(in->line);
+    free(in->buf);
 }
 
 /* ---- conversation --------------------------------------------------------- */
@@ -376,21 +409,18 @@ int cli_chat(const struct model_opts *o, struct cli_text_opts *t)
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;
     sigemptyset(&sa.sa_mask);
-    sa.sa_flags = 0;           /* no SA_RESTART: a blocked read returns EINTR */
+    sa.sa_flags = SA_RESTART;  /* output is not cut by EINTR; waits use poll() + the wake pipe */
     struct sigaction old_sa;
     sigaction(SIGINT, &sa, &old_sa);
 
-    const int tty = isatty(STDIN_FILENO);
-    if (tty) {
-        fprintf(stderr, "moecpu chat: %s%s. Type /help for commands.\n",
-                fmt.think_prompt ? "R1-style (thinking) chat format" : "DeepSeek chat format",
-                t->system ? ", with a system prompt" : "");
-    }
+    fprintf(stderr, "moecpu chat: %s%s. Type /help for commands.\n",
+            fmt.think_prompt ? "R1-style (thinking) chat format" : "DeepSeek chat format",
+            t->system ? ", with a system prompt" : "");
     int turn = 0;
     rc = 0;
     for (;;) {
+        g_at_prompt = 1;       /* first: a SIGINT from here on ends the chat */
         g_interrupt = 0;
-        g_at_prompt = 1;
         if (g_quit) break;
         const char *line = input_line(&in);
         g_at_prompt = 0;
@@ -465,6 +495,7 @@ int cli_chat(const struct model_opts *o, struct cli_text_opts *t)
         struct cli_gen_io io = {c, tok, smp, info.vocab_size, &cache, &answer, &g_interrupt};
         struct cli_gen_result r;
         const int grc = cli_generate(cmd, &io, t, &st, &r);
+        g_at_prompt = 1;       /* the answer is over: Ctrl-C now means leave */
         fputc('\n', stdout);
         fflush(stdout);
         const int add = conv_add(&cv, MOE_CHAT_ASSISTANT, st.raw ? st.raw : "", st.nraw, &answer);

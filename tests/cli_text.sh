@@ -169,6 +169,31 @@ if [ "$rc" = 0 ] && grep -q "pty_drive: exit 0" "$tmp/pty.out" && [ -n "$tail_id
 then ok "chat in a terminal: Ctrl-C stops answers, left-arrow editing ('aa' <- 'b' = 'aba'), Ctrl-C at the prompt exits 0"
 else bad "chat pty" "rc $rc; turn 2 ids '$t2' should end with '$tail_ids'; $(tr -c '[:print:]\n' '.' < "$tmp/pty.out" | tail -5)"; fi
 
+# ---- chat with stdin a pipe: SIGINT stops an answer, then at the prompt ends the chat (exit 0)
+wait_for() { # FILE TEXT: until FILE contains TEXT (60 s at most)
+  local i; for i in $(seq 600); do grep -qF -- "$2" "$1" 2> /dev/null && return 0; sleep 0.1; done; return 1
+}
+mkfifo "$tmp/fifo"
+exec 3<> "$tmp/fifo"
+"$bin" chat -m "$R" -t 1 --ctx 100000 --ignore-eos --think show < "$tmp/fifo" > "$tmp/sig.out" 2> "$tmp/sig.err" &
+pid=$!
+sigok=0
+if wait_for "$tmp/sig.err" "Type /help"; then
+  echo "hello" >&3
+  if wait_for "$tmp/sig.out" "<think>"; then
+    kill -INT $pid
+    if wait_for "$tmp/sig.err" "answer stopped (Ctrl-C)"; then
+      wait_for "$tmp/sig.err" "turn 1:" && kill -INT $pid && sigok=1
+    fi
+  fi
+fi
+for i in $(seq 300); do kill -0 $pid 2> /dev/null || break; sleep 0.1; done
+if kill -0 $pid 2> /dev/null; then kill -KILL $pid; sigok=0; fi
+wait $pid; rc=$?
+exec 3>&-
+[ "$sigok" = 1 ] && [ "$rc" = 0 ] && ok "chat on a pipe: SIGINT stops the answer, SIGINT at the prompt exits 0" ||
+  bad "chat SIGINT" "rc $rc: $(tail -3 "$tmp/sig.err")"
+
 # ---- perplexity -f equals perplexity over the reference ids
 printf 'Perplexity is the exponential of the mean negative log-likelihood.\n' > "$tmp/ppl.txt"
 a=$(run perplexity -m "$M" -f "$tmp/ppl.txt" 2> /dev/null)
