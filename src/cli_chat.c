@@ -149,8 +149,9 @@ static int input_open(struct input *in)
     el_set(in->el, EL_GETCFN, read_wchar);
     /* libedit's edit mode turns the terminal's ISIG off: Ctrl-C arrives as a
      * character, so bind it to "leave the chat" */
-    el_set(in->el, EL_ADDFN, "moecpu-quit", "leave the chat", on_ctrl_c);
-    el_set(in->el, EL_BIND, "^C", "moecpu-quit", NULL);
+    /* (the wide-character calls: the narrow EL_ADDFN copies its strings and never frees them) */
+    el_wset(in->el, EL_ADDFN, L"moecpu-quit", L"leave the chat", on_ctrl_c);
+    el_wset(in->el, EL_BIND, L"^C", L"moecpu-quit", NULL);
     el_source(in->el, NULL);   /* the user's ~/.editrc, if any */
     return 0;
 }
