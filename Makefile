@@ -84,7 +84,7 @@ test:
 	@awk '{p+=$$1; f+=$$2; s+=$$3} END {printf "%d passed, %d failed, %d skipped\n", p, f, s}' $(TALLY)
 
 test-native: $(TEST_BIN) $(BUILD)/gen_model $(BUILD)/pty_drive moecpu
-	MOECPU_BIN=./moecpu MOECPU_GEN_MODEL=$(CURDIR)/$(BUILD)/gen_model scripts/run-tests.sh $(TEST_BIN) tests/cli.sh tests/llama_ref.sh tests/cli_text.sh
+	MOECPU_BIN=./moecpu MOECPU_GEN_MODEL=$(CURDIR)/$(BUILD)/gen_model scripts/run-tests.sh $(TEST_BIN) tests/cli.sh tests/llama_ref.sh tests/tokenizer_ref.sh tests/cli_text.sh
 
 test-asan:
 	$(MAKE) --no-print-directory BUILD=build-asan WERROR=1 OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
@@ -98,11 +98,11 @@ test-clang:
 	$(MAKE) --no-print-directory BUILD=build-clang CC=clang WERROR=1 tests build-clang/moecpu
 	MOECPU_TEST_QUICK=1 MOECPU_BIN=build-clang/moecpu MOECPU_GEN_MODEL=$(CURDIR)/build-clang/gen_model scripts/run-tests.sh $(TEST_SRC:tests/%.c=build-clang/tests/%) tests/cli.sh
 
-# Under qemu (10-50x slower) the kernel, format and loader tests.  The
+# Under qemu (10-50x slower) the kernel, format, loader and tokenizer tests.  The
 # thread-pool and forward-pass tests run natively only: qemu-user 7.2 can
 # hang in multi-threaded programs, and the forward pass is compared across
 # every table natively.
-QEMU_TESTS := test_formats test_kernels test_loaders
+QEMU_TESTS := test_formats test_kernels test_loaders test_tokenizer
 test-arm64:
 	$(MAKE) --no-print-directory BUILD=build-arm64 CC=aarch64-linux-gnu-gcc WERROR=1 \
 	    $(QEMU_TESTS:%=build-arm64/tests/%) build-arm64/moecpu

@@ -144,7 +144,8 @@ int moe_tokenizer_add_bos(const struct moe_tokenizer *t);     /* 1 when encoding
 const char *moe_tokenizer_chat_template(const struct moe_tokenizer *t);
 
 #define MOE_TOK_ADD_BOS 1u       /* prepend BOS (when the model has one) */
-#define MOE_TOK_PARSE_SPECIAL 2u /* match added/special token strings in the text; else they are plain text */
+#define MOE_TOK_PARSE_SPECIAL 2u /* match special/control token strings in the text; else they are plain text
+                                  * (user-defined added tokens are always matched, as in HF and llama.cpp) */
 
 /* Encode len bytes of text.  Any bytes are accepted: invalid UTF-8 is first
  * replaced by U+FFFD, one per maximal invalid subpart (what Python's
@@ -163,7 +164,9 @@ const char *moe_tokenizer_piece(const struct moe_tokenizer *t, int32_t id, size_
 size_t moe_tokenizer_max_piece(const struct moe_tokenizer *t);
 /* 1 for special/control tokens (BOS, EOS, <｜User｜>, ...). */
 int moe_tokenizer_is_special(const struct moe_tokenizer *t, int32_t id);
-/* The id of a token whose text is exactly s (vocab or added), -1 if none. */
+/* The id of a token whose text is exactly s, -1 if none: an added token's
+ * content, else a vocabulary string as the file spells it (byte-level:
+ * "Ġthe", not " the"). */
 int32_t moe_tokenizer_find(const struct moe_tokenizer *t, const char *s);
 
 /* Streaming decode: push ids one at a time; complete UTF-8 characters are

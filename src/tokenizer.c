@@ -107,6 +107,7 @@ struct moe_tokenizer {
     struct trie trie[2];       /* [0]: normalized=false (GGUF: every added token), [1]: normalized=true */
     struct pre_step step[MAX_PRE_STEPS];
     int n_steps;
+    int16_t byte_of[68];       /* the byte each of U+0100..U+0143 stands for */
     int32_t bos, eos;
     int add_bos;
     char *chat_template;
@@ -136,7 +137,7 @@ static uint32_t blob_add(struct moe_tokenizer *t, const void *p, size_t n)
         t->blob_cap = cap;
     }
     uint32_t off = (uint32_t)t->blob_len;
-    if (n) memcpy(t->blob + off, p, n);
+    if (n && p) memcpy(t->blob + off, p, n);
     t->blob_len += n;
     return off;
 }
@@ -522,7 +523,11 @@ static struct moe_tokenizer *tok_new(void)
     struct moe_tokenizer *t = calloc(1, sizeof *t);
     if (!t) return NULL;
     t->bos = t->eos = -1;
-    for (int i = 0; i < 256; i++) t->byte_id[i] = -1;
+    for (unsigned b = 0; b < 256; b++) {
+        t->byte_id[b] = -1;
+        uint32_t cp = byte_to_cp(b);
+        if (cp >= 256) t->byte_of[cp - 256] = (int16_t)b;
+    }
     return t;
 }
 
@@ -541,39 +546,17 @@ void moe_tokenizer_free(struct moe_tokenizer *t)
     free(t);
 }
 
-static const int16_t *inv_table(void)
-{
-    static int16_t inv[68];
-    static int done;
-    if (!done) { /* idempotent: every thread computes the same values */
-        int16_t tmp[68];
-        for (unsigned b = 0; b < 256; b++) {
-            uint32_t cp = byte_to_cp(b);
-            if (cp >= 256) tmp[cp - 256] = (int16_t)b;
-        }
-        memcpy(inv, tmp, sizeof inv);
-        done = 1;
-    }
-    return inv;
-}
-
-/* Set token id's text (vocabulary string or added content) and piece. */
+/* Set token id's piece: the bytes it decodes to (byte-level spelling
+ * undone for vocabulary entries; added tokens stand for their text). */
 static int set_token(struct moe_tokenizer *t, int32_t id, const char *text, size_t len, enum tok_kind kind)
 {
     if (len > UINT32_MAX / 2) return -1;
-    uint32_t off;
-    size_t plen = len;
-    if (kind == TK_NORMAL) {
-        char stackbuf[512];
-        char *buf = len <= sizeof stackbuf ? stackbuf : malloc(len);
-        if (!buf) return -1;
-        plen = byte_decode(text, len, buf, inv_table());
-        off = blob_add(t, buf, plen);
-        if (buf != stackbuf) free(buf);
-    } else {
-        off = blob_add(t, text, len);
-    }
+    uint32_t off = blob_add(t, NULL, len); /* room for the piece (never longer than the text) */
     if (off == UINT32_MAX) return -1;
+    size_t plen = len;
+    if (kind == TK_NORMAL) plen = byte_decode(text, len, t->blob + off, t->byte_of);
+    else memcpy(t->blob + off, text, len);
+    t->blob_len = off + plen;
     t->tok[id] = (struct tok_entry){off, (uint32_t)plen, (uint8_t)kind};
     if (plen > t->max_piece) t->max_piece = plen;
     return 0;
@@ -606,11 +589,14 @@ static int add_merge(struct moe_tokenizer *t, const char *m, size_t len, uint32_
         memcpy(buf + la, sp + 1, lb);
         ab = map_get(t, &t->vocab, buf, la + lb);
     }
-    if (a < 0 || b < 0 || ab < 0)
+    if (a < 0 || b < 0)
         return moe_errorf(err, errlen, MOE_ERR_FORMAT,
                           "%s: merge %u '%.*s' refers to a token that is not in the vocabulary ('%.*s')", file, rank,
-                          (int)(len > 80 ? 80 : len), m, a < 0 ? (int)la : b < 0 ? (int)lb : (int)(la + lb),
-                          a < 0 ? m : b < 0 ? sp + 1 : "(the merged token)");
+                          (int)(len > 80 ? 80 : len), m, a < 0 ? (int)la : (int)lb, a < 0 ? m : sp + 1);
+    if (ab < 0)
+        return moe_errorf(err, errlen, MOE_ERR_FORMAT,
+                          "%s: merge %u '%.*s': the merged token is not in the vocabulary", file, rank,
+                          (int)(len > 80 ? 80 : len), m);
     merge_put(&t->merges, a, b, rank, ab);
     return MOE_OK;
 }
@@ -1072,7 +1058,7 @@ int moe_tokenizer_open(struct moe_tokenizer **out, const char *path, char *err, 
         char dir[4096];
         const char *slash = strrchr(path, '/');
         if (!slash) strcpy(dir, ".");
-        else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path ? slash - path : 1), path);
+        else snprintf(dir, sizeof dir, "%.*s", (int)(slash == path ? 1 : slash - path), path);
         rc = load_hf(t, path, dir, err, errlen);
     } else {
         rc = moe_errorf(err, errlen, MOE_ERR_FORMAT,

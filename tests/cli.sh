@@ -34,6 +34,34 @@ check "bench missing model" 1 "No such file|not found"             -- bench -m /
 check "bench bad option"   2 "unknown or incomplete option '--frob'" -- bench kernels --frob
 check "bench bad isa"      2 "unknown ISA 'sse9'"       -- bench kernels --isa sse9
 check "bench kernels help" 0 "--json"                   -- bench kernels --help
+# tokenize, on a tiny hand-written byte-level BPE tokenizer ("Ġ" is the
+# space byte, "Ċ" the newline byte; merges a+b)
+tk=$(mktemp -d)
+printf '%s' '{"added_tokens": [{"id": 4, "content": "<s>", "special": true, "normalized": false}],
+ "normalizer": null, "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "use_regex": true},
+ "decoder": {"type": "ByteLevel"}, "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2, "\u0120": 3, "<s>": 4,
+ "\u010a": 5}, "merges": ["a b"]}}' > "$tk/tokenizer.json"
+printf '%s' '{"add_bos_token": true, "bos_token": "<s>"}' > "$tk/tokenizer_config.json"
+printf 'ab a\n' > "$tk/in.txt"
+printf '4 2 3 0 5' > "$tk/ids.txt"
+printf '4 2 x' > "$tk/badids.txt"
+mkdir "$tk/empty" "$tk/garbage"; printf '{"model": ' > "$tk/garbage/tokenizer.json"
+check "tokenize help"        0 "usage: moecpu tokenize"       -- tokenize --help
+check "tokenize no model"    2 "-m MODEL is required"         -- tokenize --ids
+check "tokenize bad option"  2 "unknown or incomplete option '--frob'" -- tokenize -m "$tk" --frob
+check "tokenize missing"     1 "/nonexistent/x: No such file" -- tokenize -m /nonexistent/x
+check "tokenize no json"     1 "empty/tokenizer.json: not found" -- tokenize -m "$tk/empty"
+check "tokenize garbage"     1 "garbage/tokenizer.json: line" -- tokenize -m "$tk/garbage"
+check "tokenize --ids"       0 "^4 2 3 0 5$"                  -- tokenize -m "$tk" --ids -f "$tk/in.txt"
+check "tokenize --no-bos"    0 "^2 3 0 5$"                    -- tokenize -m "$tk" --ids --no-bos -f "$tk/in.txt"
+check "tokenize pieces"      0 "^5	\\\\n$"                    -- tokenize -m "$tk" -f "$tk/in.txt"
+check "tokenize special"     0 "^4	<s>$"                      -- tokenize -m "$tk" -f "$tk/in.txt"
+check "tokenize --decode"    0 "^<s>ab a$"                    -- tokenize -m "$tk" --decode -f "$tk/ids.txt"
+check "decode --no-special"  0 "^ab a$"                       -- tokenize -m "$tk" --decode --no-special -f "$tk/ids.txt"
+check "decode bad id"        2 "entry 3 of the input is not a token id below 6" -- tokenize -m "$tk" --decode -f "$tk/badids.txt"
+check "bench tokenizer help" 0 "usage: moecpu bench tokenizer" -- bench tokenizer --help
+check "bench tokenizer args" 2 "-m MODEL and -f FILE are required" -- bench tokenizer -m "$tk"
+rm -rf "$tk"
 # A table that is built but not runnable must be an error, not SIGILL.
 "${runner[@]}" "$bin" info > /tmp/moecpu-cli-info.$$ 2>&1
 notrun=$(sed -n 's/^  \([a-z0-9_]*\) *NOT here.*/\1/p' /tmp/moecpu-cli-info.$$ | head -1)

@@ -491,6 +491,7 @@ struct vocab {
     int64_t bos, eos;         /* -1: none */
     bool add_bos;
     char *chat_template;      /* NULL: none */
+    const char *pre;          /* tokenizer.ggml.pre */
 };
 
 static int put_utf8(char *o, unsigned cp)
@@ -540,6 +541,7 @@ static void build_vocab(struct vocab *v, int64_t n)
     v->eos = 1;
     v->add_bos = true;
     v->chat_template = NULL;
+    v->pre = "deepseek-v3";
     v->tokens[0] = xstrdup(BOS_TEXT);
     v->types[0] = 3;
     v->tokens[1] = xstrdup(EOS_TEXT);
@@ -669,6 +671,7 @@ static void load_tokenizer_json(struct vocab *v, const char *path, int64_t n)
     v->bos = v->eos = -1;
     v->add_bos = false;
     v->chat_template = NULL;
+    v->pre = "deepseek-v3";
     const char *slash = strrchr(path, '/');
     char *cfg = slash ? xfmt("%.*s/tokenizer_config.json", (int)(slash - path), path) : xstrdup("tokenizer_config.json");
     json_t *c = json_load_file(cfg, 0, &je);
@@ -1053,7 +1056,7 @@ static void write_gguf(const struct model *m, enum format fmt, const char *path,
 
     /* Tokenizer. */
     g_str(&g, "tokenizer.ggml.model", "gpt2");
-    g_str(&g, "tokenizer.ggml.pre", "deepseek-v3");
+    g_str(&g, "tokenizer.ggml.pre", v->pre);
     gchk(moe_gguf_writer_add_arr_str(g.w, "tokenizer.ggml.tokens", (const char *const *)v->tokens, (uint64_t)v->n),
          "tokenizer.ggml.tokens");
     gchk(moe_gguf_writer_add_arr(g.w, "tokenizer.ggml.token_type", MOE_GGUF_INT32, v->types, (uint64_t)v->n),
@@ -1215,7 +1218,8 @@ static void usage(FILE *f)
           "  --no-check        skip reading the output back with moecpu's readers\n"
           "  --tokenizer FILE  use this tokenizer.json (+ tokenizer_config.json beside it): GGUF gets its\n"
           "                    vocabulary/merges/added tokens as convert_hf_to_gguf.py writes them, HF\n"
-          "                    directories a copy of both files; --vocab defaults to its size\n",
+          "                    directories a copy of both files; --vocab defaults to its size\n"
+          "  --tokenizer-pre P GGUF tokenizer.ggml.pre (default deepseek-v3; deepseek-llm for V2)\n",
           f);
 }
 
@@ -1295,7 +1299,7 @@ static void set_style_defaults(struct dims *d, enum style st)
 
 int main(int argc, char **argv)
 {
-    const char *style_s = NULL, *format_s = NULL, *out = NULL, *round_s = NULL, *tokenizer = NULL;
+    const char *style_s = NULL, *format_s = NULL, *out = NULL, *round_s = NULL, *tokenizer = NULL, *tok_pre = NULL;
     bool have_seed = false, mla_split = false, check = true;
     uint64_t seed = 0;
     int shards = 0;
@@ -1322,6 +1326,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--round")) round_s = v;
         else if (!strcmp(a, "--tokenizer")) tokenizer = v;
+        else if (!strcmp(a, "--tokenizer-pre")) tok_pre = v;
         else if (!strcmp(a, "--seed")) {
             char *end;
             errno = 0;
@@ -1451,6 +1456,7 @@ int main(int argc, char **argv)
     } else {
         build_vocab(&voc, d->vocab);
     }
+    if (tok_pre) voc.pre = tok_pre;
     if (format_is_gguf(fmt)) {
         write_gguf(&m, fmt, out, mla_split, &voc);
     } else {

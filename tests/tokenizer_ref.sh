@@ -14,7 +14,9 @@
 #     (tokenizer.ggml.* as llama.cpp's converter writes them): identical ids
 #     to the HF directory, with and without special-token parsing.
 #  3. llama.cpp's own tokenizer (node-llama-cpp, vocabulary-only load) on
-#     that GGUF: identical ids with and without special-token parsing.
+#     that GGUF: identical ids with and without special-token parsing; and
+#     on a twin GGUF whose tokenizer.ggml.pre is deepseek-llm (V2's
+#     pre-tokenizer, which only llama.cpp defines for us).
 # Known gaps (not in the corpus, see README "Tokenizer"): characters assigned
 # after Unicode 14 and U+0085, where the references disagree with each other
 # or with Debian 12's PCRE2 tables.
@@ -99,5 +101,22 @@ else
     if [ "$(cat "$tmp/$b.ggp")" = "$(cat "$tmp/ll/$b.plain")" ]; then ok "$b: GGUF --no-special ids = llama.cpp (parse_special off)"
     else bad "$b: GGUF --no-special vs llama.cpp" "ours $(head -c 150 "$tmp/$b.ggp") | llama.cpp $(head -c 150 "$tmp/ll/$b.plain")"; fi
   done
+  # The deepseek-llm pre-tokenizer (DeepSeek-V2/LLM GGUFs), on the same vocabulary: only llama.cpp defines it.
+  mkdir -p "$tmp/ll2"
+  if ! out=$("$gen" --style v3 --format gguf-f16 --seed 1 --out "$tmp/llm.gguf" --tokenizer "$models/tokenizer.json" \
+               --tokenizer-pre deepseek-llm --hidden 64 --layers 2 --experts 4 --topk 2 --n-group 1 --topk-group 1 2>&1); then
+    bad "gen_model --tokenizer-pre deepseek-llm" "$out"
+  elif ! out=$(node "$lref/tokenize.mjs" "$tmp/llm.gguf" "$tmp/ll2" "${corpus[@]}" 2>&1); then
+    bad "llama.cpp tokenize (deepseek-llm)" "$out"
+  else
+    for f in "${corpus[@]}"; do
+      b=$(basename "$f")
+      ours "$b: deepseek-llm" -m "$tmp/llm.gguf" --ids --no-bos < "$f" > "$tmp/$b.llm" || continue
+      ours "$b: deepseek-llm no special" -m "$tmp/llm.gguf" --ids --no-bos --no-special < "$f" > "$tmp/$b.llmp" || continue
+      if [ "$(cat "$tmp/$b.llm")" = "$(cat "$tmp/ll2/$b.special")" ] && [ "$(cat "$tmp/$b.llmp")" = "$(cat "$tmp/ll2/$b.plain")" ]
+      then ok "$b: pre deepseek-llm ids = llama.cpp (with/without specials)"
+      else bad "$b: pre deepseek-llm vs llama.cpp" "ours $(head -c 150 "$tmp/$b.llm") | llama.cpp $(head -c 150 "$tmp/ll2/$b.special")"; fi
+    done
+  fi
 fi
 finish
