@@ -40,7 +40,8 @@ CORE_SRC  := quant/formats.c quant/ref.c simd/dispatch.c simd/scalar.c $(SIMD) s
              src/tokenizer.c
 # text generation: sampler, chat format
 CORE_SRC  += src/sampler.c src/chat.c
-MAIN_SRC  := src/main.c bench/kernels.c bench/model.c src/cli_tokenize.c bench/tokenizer.c src/cli_run.c src/cli_chat.c
+MAIN_SRC  := src/main.c bench/kernels.c bench/model.c src/cli_tokenize.c bench/tokenizer.c src/cli_run.c src/cli_chat.c \
+             src/cli_stream.c
 TEST_SRC  := $(wildcard tests/test_*.c)
 CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o)
 MAIN_OBJ  := $(MAIN_SRC:%.c=$(BUILD)/%.o)
@@ -60,6 +61,11 @@ $(BUILD)/%.o: %.c
 	$(CC) $(CFLAGS) $(FLAGS_$<) -c $< -o $@
 
 $(BUILD)/tests/%: tests/%.c $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ -lcmocka $(LIBS)
+
+# The CLI's output stream is tested on its own (it is not in CORE_SRC).
+$(BUILD)/tests/test_cli_stream: tests/test_cli_stream.c $(BUILD)/src/cli_stream.o $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ -lcmocka $(LIBS)
 

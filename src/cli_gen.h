@@ -32,6 +32,8 @@ struct cli_stream {
 };
 /* in_think: the prompt already opened a <think> section (R1 chat). */
 void cli_stream_init(struct cli_stream *s, FILE *out, const struct cli_text_opts *t, int in_think);
+/* The same with "out is a terminal" given (tests). */
+void cli_stream_init_ansi(struct cli_stream *s, FILE *out, const struct cli_text_opts *t, int in_think, int terminal);
 /* Returns 1 once a stop string was seen (or memory ran out: s->oom). */
 int cli_stream_push(struct cli_stream *s, const char *p, size_t n);
 void cli_stream_finish(struct cli_stream *s);
