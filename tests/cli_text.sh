@@ -131,6 +131,14 @@ if out=$(node -e "$cmpjs" "$tmp/turns/turn2.logits" "$tmp/full.logits" 2>&1)
 then ok "chat: turn-2 logits = from-scratch eval of the rendered conversation (max diff $out)"
 else bad "chat logits" "max diff $out"; fi
 
+# a small context: the answer stops when it is full, a turn that no longer fits is refused, /reset recovers
+printf 'Hello there\nAnother question that will not fit\n/reset\nHi\n' |
+  run chat -m "$M" --ctx 16 --temp 0 --ignore-eos > /dev/null 2> "$tmp/full.err"; rc=$?
+if [ "$rc" = 0 ] && grep -q "the context is full (16 tokens): the answer stopped" "$tmp/full.err" &&
+   grep -q "no longer fits in the context of 16 tokens: /reset" "$tmp/full.err" && grep -q "turn 2: 0 tokens reused" "$tmp/full.err"
+then ok "chat: full context stops the answer, refuses the next turn, /reset recovers"
+else bad "chat full context" "rc $rc: $(cat "$tmp/full.err")"; fi
+
 # R1: the history drops the <think> the generation prompt opened, so the answer is
 # evaluated again; the logits still equal a from-scratch eval
 mkdir "$tmp/r1turns"
