@@ -1246,7 +1246,7 @@ static void pre_split(struct enc *e, int k, const char *s, size_t n)
     while (off < n && !e->status) {
         int rc = pcre2_match(st->re, (PCRE2_SPTR)s, n, off, PCRE2_NO_UTF_CHECK, e->md, e->mctx);
         if (rc == PCRE2_ERROR_NOMATCH) break;
-        if (rc < 0 && rc != 0) {
+        if (rc < 0) {
             PCRE2_UCHAR msg[256];
             pcre2_get_error_message(rc, msg, sizeof msg);
             e->status = moe_errorf(e->err, e->errlen, MOE_ERR_INVALID, "tokenizer: regex match failed: %s",
