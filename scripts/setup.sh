@@ -20,8 +20,10 @@ pkgs=(
   libjansson-dev                         # JSON: config.json, safetensors headers, tokenizer.json
   libpcre2-dev                           # regexes with Unicode properties: the tokenizer's pre-tokenizer
   libcmocka-dev                          # unit test framework
+  libedit-dev                            # line editing and history for `moecpu chat` (BSD licence)
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static   # aarch64 cross build + emulation
   libsleef-dev:arm64 libcpuinfo0:arm64 libcmocka-dev:arm64 libjansson-dev:arm64   # the same for aarch64
+  libedit2:arm64                         # linked by soname in the aarch64 build (libedit-dev:arm64 conflicts)
   libpcre2-8-0:arm64                     # (linked by soname: libpcre2-dev:arm64 conflicts with the amd64 one)
 )
 # libcpuinfo-dev:arm64 conflicts with libcpuinfo-dev (amd64); the header is

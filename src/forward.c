@@ -212,6 +212,14 @@ void moe_context_reset(struct moe_context *c)
     c->n_logits = 0;
 }
 
+int moe_context_truncate(struct moe_context *c, int64_t n_keep)
+{
+    if (n_keep < 0 || n_keep > c->pos) return MOECPU_ERR_INVALID;
+    c->pos = n_keep;           /* rows < n_keep depend only on tokens < n_keep */
+    c->n_logits = 0;
+    return MOECPU_OK;
+}
+
 const float *moe_context_logits(const struct moe_context *c, int64_t *n_rows)
 {
     if (n_rows) *n_rows = c->n_logits;

@@ -15,6 +15,7 @@
 
 #include "../bench/bench.h"
 #include "../simd/kernels.h"
+#include "cli.h"
 #include "moecpu.h"
 #include "threads.h"
 
@@ -29,9 +30,10 @@ static void usage(FILE *f)
             "\n"
             "commands:\n"
             "  info            CPU, its SIMD features, the kernel tables and which one is used\n"
+            "  run             generate text from a prompt (-p, -f or stdin; --chat for one chat turn)\n"
+            "  chat            interactive multi-turn chat\n"
+            "  perplexity      perplexity of a text file (-f) or of token ids\n"
             "  eval            teacher-forced logits of a token sequence, written to a file\n"
-            "  run             greedy continuation of a token sequence (token ids for now)\n"
-            "  perplexity      perplexity of a token sequence (token ids for now)\n"
             "  tokenize        text on stdin to token ids with the model's tokenizer (and --decode back)\n"
             "  bench -m MODEL  prompt and generation tokens/s, and the decode bandwidth bound\n"
             "  bench kernels   GEMV/GEMM speed of every kernel table and weight type\n"
@@ -101,7 +103,7 @@ struct model_opts {
     int threads, batch, n_predict, print_ids;
     long long ctx;
     enum moe_kv_type kv_type;
-    double temp;
+    struct cli_text_opts text; /* run, chat, perplexity -f (src/cli.h) */
 };
 
 /* Parse "1,2,3" into *out (malloc'd).  Non-numbers, negatives and values
@@ -171,6 +173,7 @@ static int parse_model_opts(const char *cmd, int argc, char **argv, struct model
     memset(o, 0, sizeof *o);
     o->kv_type = MOE_KV_F32;
     o->n_predict = 32;
+    cli_text_opts_init(&o->text);
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -183,6 +186,9 @@ static int parse_model_opts(const char *cmd, int argc, char **argv, struct model
             o->print_ids = 1;
             continue;
         }
+        const int tr = cli_text_option(cmd, &o->text, argc, argv, &i);
+        if (tr < 0) return 2;
+        if (tr) continue;
         if (!val) {
             fprintf(stderr, "moecpu %s: unknown or incomplete option '%s' (try 'moecpu %s --help')\n", cmd, a, cmd);
             return 2;
@@ -202,16 +208,10 @@ static int parse_model_opts(const char *cmd, int argc, char **argv, struct model
         } else if (!strcmp(a, "--batch")) {
             if (parse_int_opt(cmd, a, val, 1, 4096, &x)) return 2;
             o->batch = (int)x;
-        } else if (!strcmp(a, "-n") && !strcmp(cmd, "run")) {
+        } else if (!strcmp(a, "-n") && (!strcmp(cmd, "run") || !strcmp(cmd, "chat"))) {
             if (parse_int_opt(cmd, a, val, 0, 1 << 30, &x)) return 2;
             o->n_predict = (int)x;
-        } else if (!strcmp(a, "--temp") && !strcmp(cmd, "run")) {
-            char *end;
-            o->temp = strtod(val, &end);
-            if (end == val || *end || !(o->temp >= 0)) {
-                fprintf(stderr, "moecpu %s: --temp '%s' must be a number >= 0\n", cmd, val);
-                return 2;
-            }
+            o->text.n_predict_set = 1;
         } else if (!strcmp(a, "--kv-type")) {
             if (!strcmp(val, "f32")) o->kv_type = MOE_KV_F32;
             else if (!strcmp(val, "bf16")) o->kv_type = MOE_KV_BF16;
@@ -228,9 +228,20 @@ static int parse_model_opts(const char *cmd, int argc, char **argv, struct model
         fprintf(stderr, "moecpu %s: -m MODEL is required (a Hugging Face directory or a .gguf file)\n", cmd);
         return 2;
     }
+    o->text.model = o->model;
+    o->text.n_predict = o->text.n_predict_set ? o->n_predict : -1;
+    o->text.ctx = o->ctx;
+    o->text.batch = o->batch;
+    if (!strcmp(cmd, "run") || !strcmp(cmd, "chat") || (!strcmp(cmd, "perplexity") && o->text.file)) {
+        if (o->ids && o->text.file) {
+            fprintf(stderr, "moecpu %s: give --token-ids or -f FILE, not both\n", cmd);
+            return 2;
+        }
+        return 0;              /* text input */
+    }
     if (!o->ids && !o->ids_file) {
-        fprintf(stderr, "moecpu %s: --token-ids 1,2,3%s is required (text input comes with the tokenizer)\n", cmd,
-                !strcmp(cmd, "perplexity") ? " or --token-ids-file FILE" : "");
+        fprintf(stderr, "moecpu %s: --token-ids 1,2,3%s is required\n", cmd,
+                !strcmp(cmd, "perplexity") ? ", --token-ids-file FILE or -f TEXTFILE" : "");
         return 2;
     }
     if (o->ids && o->ids_file) {
@@ -351,6 +362,16 @@ static int open_model(const char *cmd, const struct model_opts *o, int64_t n_tok
     return 0;
 }
 
+int cli_open_model(const char *cmd, const struct model_opts *o, int64_t n_tokens, struct moe_model **m,
+                   struct moe_context **c)
+{
+    const int rc = open_model(cmd, o, n_tokens, m, c);
+    if (rc) *m = NULL, *c = NULL;   /* open_model freed what it had opened */
+    return rc;
+}
+
+double cli_now(void) { return now_sec(); }
+
 static int check_ids(const char *cmd, const struct moe_model *m, const int32_t *ids, int64_t n)
 {
     struct moe_model_info info;
@@ -384,17 +405,42 @@ static void eval_help(FILE *f)
 static void run_help(FILE *f)
 {
     fprintf(f,
-            "usage: moecpu run -m MODEL --token-ids 1,2,3 [-n 32] [--temp 0] --print-ids [options]\n"
-            "  Evaluates the ids as a prompt, then generates -n tokens greedily and prints them as\n"
-            "  space-separated ids on one line (end-of-sequence does not stop it).\n"
-            "  -m MODEL          Hugging Face directory (config.json + safetensors) or a GGUF file\n"
-            "  --token-ids IDS   comma-separated prompt token ids\n"
-            "  -n N              tokens to generate (default 32)\n"
-            "  --temp T          sampling temperature; only 0 (greedy) exists for now\n"
-            "  --print-ids       print token ids (required until the tokenizer exists)\n"
+            "usage: moecpu run -m MODEL [-p PROMPT | -f FILE] [--chat] [options]   (no -p/-f: the prompt is stdin)\n"
+            "       moecpu run -m MODEL --token-ids 1,2,3 [-n 32] --print-ids [options]\n"
+            "  Encodes the prompt with the model's tokenizer (BOS first when the model adds one;\n"
+            "  special-token strings in it are parsed as special tokens) and streams the continuation\n"
+            "  until end of sequence, a stop string, -n tokens or a full context.\n"
+            "  With --token-ids: the ids are the prompt; -n ids (default 32, greedy unless --temp) are\n"
+            "  printed space-separated on one line; end of sequence does not stop it.\n"
+            "  -m MODEL          Hugging Face directory (config.json + safetensors + tokenizer.json) or GGUF\n"
+            "  -n N              tokens to generate (text default: until end of sequence or full context)\n");
+    cli_text_help(f, "run");
+    fprintf(f,
             "  --isa NAME        kernel table (scalar, avx2, avx512, avx512_vnni, neon, neon_dotprod)\n"
             "  -t N              threads (default: physical cores)\n"
-            "  --ctx N           KV cache size in tokens (default: prompt + n)\n"
+            "  --ctx N           KV cache size in tokens (default: prompt + n, or 4096 without -n)\n"
+            "  --kv-type T       KV cache type: f32 (default) or bf16\n"
+            "  --batch N         tokens per prefill batch (default 64)\n"
+            "  A full context stops generation with a note on stderr and exit status 0.\n"
+            "  The last stderr line gives prompt and generation tokens/s, KV cache MB and the kernels.\n");
+}
+
+static void chat_help(FILE *f)
+{
+    fprintf(f,
+            "usage: moecpu chat -m MODEL [--system TEXT] [options]\n"
+            "  Interactive chat in the model's DeepSeek V3/R1 chat format.  Earlier turns stay in the\n"
+            "  KV cache: each turn evaluates only its new tokens.  Type /help for commands\n"
+            "  (/reset, /exit).  Ctrl-C stops the current answer; Ctrl-C at the prompt (or twice\n"
+            "  quickly) exits.  On a terminal lines are edited with libedit (history: up/down);\n"
+            "  otherwise stdin is read line by line, one user turn per line.\n"
+            "  -m MODEL          Hugging Face directory (config.json + safetensors + tokenizer.json) or GGUF\n"
+            "  -n N              at most N tokens per answer (default: until end of sequence)\n");
+    cli_text_help(f, "chat");
+    fprintf(f,
+            "  --isa NAME        kernel table (scalar, avx2, avx512, avx512_vnni, neon, neon_dotprod)\n"
+            "  -t N              threads (default: physical cores)\n"
+            "  --ctx N           KV cache size in tokens (default 4096)\n"
             "  --kv-type T       KV cache type: f32 (default) or bf16\n"
             "  --batch N         tokens per prefill batch (default 64)\n");
 }
@@ -491,15 +537,18 @@ static int cmd_run(int argc, char **argv)
     struct model_opts o;
     int rc = parse_model_opts("run", argc, argv, &o, run_help);
     if (rc) return rc == 1 ? 0 : rc;
-    if (o.temp != 0) {
-        fprintf(stderr, "moecpu run: --temp %g is not supported yet: only greedy decoding exists (use --temp 0)\n",
-                o.temp);
-        return 2;
+    if (!o.ids) {
+        if (o.print_ids) {
+            fprintf(stderr, "moecpu run: --print-ids goes with --token-ids (text prompts print text)\n");
+            return 2;
+        }
+        return cli_run_text(&o, &o.text);
     }
     if (!o.print_ids) {
-        fprintf(stderr, "moecpu run: text output needs the tokenizer, which does not exist yet (add --print-ids)\n");
+        fprintf(stderr, "moecpu run: with --token-ids add --print-ids (generated ids are printed, not text)\n");
         return 2;
     }
+    if (!o.text.temp_set) o.text.sp.temp = 0;   /* ids mode: greedy unless --temp */
     int32_t *ids;
     int64_t n;
     if (parse_ids("run", o.ids, &ids, &n)) return 2;
@@ -514,17 +563,24 @@ static int cmd_run(int argc, char **argv)
     struct moe_model_info info;
     moe_model_get_info(m, &info);
     char err[1024];
+    struct moe_sampler *smp = NULL;
     rc = 1;
     if (check_ids("run", m, ids, n)) goto done;
+    if (moe_sampler_new(&smp, (int32_t)info.vocab_size, &o.text.sp, err, sizeof err)) {
+        fprintf(stderr, "moecpu run: %s\n", err);
+        goto done;
+    }
+    for (int64_t i = 0; i < n; i++) moe_sampler_accept(smp, ids[i]);
+    const double t0 = now_sec();
     if (moe_context_eval(c, ids, n, 0, err, sizeof err)) {
         fprintf(stderr, "moecpu run: %s\n", err);
         goto done;
     }
+    const double t1 = now_sec();
     for (int i = 0; i < o.n_predict; i++) {
         const float *lg = moe_context_logits(c, NULL);
-        int32_t best = 0;
-        for (int64_t v = 1; v < info.vocab_size; v++)
-            if (lg[v] > lg[best]) best = (int32_t)v;
+        int32_t best = moe_sampler_sample(smp, lg);
+        moe_sampler_accept(smp, best);
         printf(i ? " %d" : "%d", (int)best);
         if (i + 1 < o.n_predict && moe_context_eval(c, &best, 1, 0, err, sizeof err)) {
             printf("\n");
@@ -534,20 +590,36 @@ static int cmd_run(int argc, char **argv)
     }
     printf("\n");
     rc = fflush(stdout) == 0 ? 0 : 1;
+    cli_print_timings("run", m, c, n, t1 - t0, o.n_predict, now_sec() - t1, NULL);
 done:
+    moe_sampler_free(smp);
     free(ids);
     moe_context_free(c);
     moe_model_free(m);
     return rc;
 }
 
+static int cmd_chat(int argc, char **argv)
+{
+    struct model_opts o;
+    int rc = parse_model_opts("chat", argc, argv, &o, chat_help);
+    if (rc) return rc == 1 ? 0 : rc;
+    if (o.ids || o.print_ids) {
+        fprintf(stderr, "moecpu chat: token ids are for 'moecpu run --token-ids'; chat reads text\n");
+        return 2;
+    }
+    return cli_chat(&o, &o.text);
+}
+
 static void perplexity_help(FILE *f)
 {
     fprintf(f,
-            "usage: moecpu perplexity -m MODEL (--token-ids-file FILE | --token-ids 1,2,3) [options]\n"
+            "usage: moecpu perplexity -m MODEL (-f TEXTFILE | --token-ids-file FILE | --token-ids 1,2,3) [options]\n"
             "  Teacher-forces the ids from position 0 and prints the perplexity exp(mean NLL) of\n"
             "  predicting each id from the ones before it (n_ids - 1 predictions).\n"
             "  -m MODEL               Hugging Face directory (config.json + safetensors) or a GGUF file\n"
+            "  -f TEXTFILE            a text file, encoded with the model's tokenizer (BOS first when\n"
+            "                         the model adds one; special-token strings are plain text)\n"
             "  --token-ids-file FILE  ids separated by commas and/or white space\n"
             "  --token-ids IDS        comma-separated ids\n"
             "  --isa NAME             kernel table (scalar, avx2, avx512, avx512_vnni, neon, neon_dotprod)\n"
@@ -562,13 +634,17 @@ static int cmd_perplexity(int argc, char **argv)
     struct model_opts o;
     int rc = parse_model_opts("perplexity", argc, argv, &o, perplexity_help);
     if (rc) return rc == 1 ? 0 : rc;
-    char *text = o.ids_file ? read_ids_file("perplexity", o.ids_file) : NULL;
-    if (o.ids_file && !text) return 1;
     int32_t *ids;
     int64_t n;
-    rc = parse_ids("perplexity", text ? text : o.ids, &ids, &n);
-    free(text);
-    if (rc) return 2;
+    if (o.text.file) {
+        if ((rc = cli_tokenize_file("perplexity", o.model, o.text.file, &ids, &n))) return rc;
+    } else {
+        char *text = o.ids_file ? read_ids_file("perplexity", o.ids_file) : NULL;
+        if (o.ids_file && !text) return 1;
+        rc = parse_ids("perplexity", text ? text : o.ids, &ids, &n);
+        free(text);
+        if (rc) return 2;
+    }
     if (n < 2) {
         fprintf(stderr, "moecpu perplexity: need at least 2 ids (each id is predicted from those before it)\n");
         free(ids);
@@ -664,6 +740,8 @@ int main(int argc, char **argv)
         return cmd_run(argc - 2, argv + 2);
     if (!strcmp(cmd, "perplexity"))
         return cmd_perplexity(argc - 2, argv + 2);
+    if (!strcmp(cmd, "chat"))
+        return cmd_chat(argc - 2, argv + 2);
     if (!strcmp(cmd, "tokenize"))
         return cmd_tokenize(argc - 2, argv + 2);
     fprintf(stderr, "moecpu: unknown command '%s' (run 'moecpu help' for the list)\n", cmd);

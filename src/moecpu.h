@@ -118,6 +118,10 @@ const float *moe_context_logits(const struct moe_context *c, int64_t *n_rows);
 
 /* Forget the sequence: position 0, no logits.  The cache is kept. */
 void moe_context_reset(struct moe_context *c);
+/* Keep the first n_keep tokens of the sequence (0 <= n_keep <= pos; else
+ * MOECPU_ERR_INVALID and nothing changes); no logits until the next eval.
+ * How a chat drops a divergent tail without recomputing the prefix. */
+int moe_context_truncate(struct moe_context *c, int64_t n_keep);
 
 /* ---- Tokenizer (src/tokenizer.c) ------------------------------------------
  * Byte-level BPE exactly as DeepSeek's tokenizer.json (HF) or the GGUF
@@ -178,5 +182,103 @@ struct moe_detok {
 size_t moe_detok_push(struct moe_detok *d, const struct moe_tokenizer *t, int32_t id, int show_special, char *out,
                       size_t cap);
 size_t moe_detok_flush(struct moe_detok *d, char *out, size_t cap);
+
+/* ---- Sampler (src/sampler.c) ----------------------------------------------
+ * Picks the next token from a row of logits.  The filters run in the order
+ * of llama.cpp's default chain (penalties; top-k; top-p; min-p;
+ * temperature; draw):
+ *   1. repetition penalty: every distinct id among the last repeat_last_n
+ *      accepted ids has its logit divided by repeat_penalty when positive,
+ *      multiplied by it when negative or zero;
+ *   2. temp <= 0: the arg-max (lowest id on a tie) — nothing below runs;
+ *   3. top-k: the k largest logits (ties: lower id first);
+ *   4. top-p: sorted by logit, the shortest prefix whose probability mass
+ *      (softmax over what is left) reaches top_p (at least one token);
+ *   5. min-p: tokens whose probability is at least min_p times the largest;
+ *   6. temperature: logits / temp; softmax; one draw from the PRNG.
+ * Randomness comes only from our own xoshiro256** seeded through
+ * splitmix64, and exp() is our own double-precision routine, so the same
+ * seed, settings and logits give the same tokens on every machine.
+ * NaN logits count as -inf.  One sampler serves one sequence (not
+ * thread-safe); it allocates at creation and never fails afterwards. */
+struct moe_sampler;
+
+struct moe_sampler_params {
+    float temp;             /* <= 0: greedy */
+    int top_k;              /* <= 0 or >= vocab: off */
+    float top_p;            /* >= 1: off */
+    float min_p;            /* <= 0: off */
+    float repeat_penalty;   /* 1: off; must be > 0 */
+    int repeat_last_n;      /* accepted ids the penalty looks back over; 0: off */
+    uint64_t seed;
+};
+/* llama.cpp's defaults: temp 0.8, top_k 40, top_p 0.95, min_p 0.05,
+ * repeat_penalty 1 (off), repeat_last_n 64, seed 0. */
+void moe_sampler_params_init(struct moe_sampler_params *p);
+
+/* Fails (MOECPU_ERR_INVALID) on n_vocab < 1, a negative/NaN setting or
+ * repeat_penalty <= 0. */
+int moe_sampler_new(struct moe_sampler **out, int32_t n_vocab, const struct moe_sampler_params *p, char *err,
+                    size_t errlen);
+void moe_sampler_free(struct moe_sampler *s);
+/* Record an id (prompt or generated) in the repetition-penalty history. */
+void moe_sampler_accept(struct moe_sampler *s, int32_t id);
+/* Forget the history and restart the PRNG from the seed. */
+void moe_sampler_reset(struct moe_sampler *s);
+/* The next token for logits[n_vocab].  Draws one PRNG number unless greedy. */
+int32_t moe_sampler_sample(struct moe_sampler *s, const float *logits);
+/* The distribution step 6 draws from, as probs[n_vocab] (0 for filtered
+ * tokens; a single 1 when greedy).  Draws nothing. */
+void moe_sampler_dist(struct moe_sampler *s, const float *logits, double *probs);
+/* The PRNG's next uniform double in [0, 1) (53 bits); for tests. */
+double moe_sampler_uniform(struct moe_sampler *s);
+
+/* ---- Chat format (src/chat.c) ----------------------------------------------
+ * DeepSeek V3/R1 chat semantics, as their tokenizer_config.json templates
+ * render a conversation (checked against a Jinja engine on the real
+ * templates in tests/test_chat.c):
+ *   BOS + system prompt
+ *   + per user turn:       "<｜User｜>" content
+ *   + per assistant turn:  "<｜Assistant｜>" content "<｜end▁of▁sentence｜>"
+ *   + generation prompt:   "<｜Assistant｜>" (R1 templates: "<｜Assistant｜><think>\n")
+ * R1 templates keep only the text after the last "</think>" of earlier
+ * assistant turns.  V3 joins several system messages with "\n\n"; R1
+ * keeps the last.  Which applies is read from the template text.  The
+ * rendered text is meant to be encoded with MOE_TOK_PARSE_SPECIAL and
+ * without MOE_TOK_ADD_BOS (BOS is in the text). */
+#define MOE_CHAT_USER_TEXT "<\xef\xbd\x9cUser\xef\xbd\x9c>"                /* <｜User｜> */
+#define MOE_CHAT_ASSISTANT_TEXT "<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>"   /* <｜Assistant｜> */
+#define MOE_CHAT_END_TEXT "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>" /* <｜end▁of▁sentence｜> */
+
+enum moe_chat_role { MOE_CHAT_SYSTEM = 0, MOE_CHAT_USER = 1, MOE_CHAT_ASSISTANT = 2 };
+struct moe_chat_msg {
+    enum moe_chat_role role;
+    const char *content;       /* UTF-8, NUL-terminated */
+};
+struct moe_chat_format {
+    char bos[128];             /* BOS token text ("" when the model has none) */
+    int think_prompt;          /* the generation prompt opens "<think>\n" (R1) */
+    int strip_think;           /* earlier assistant turns keep the text after the last "</think>" */
+    int join_system;           /* several system messages joined by "\n\n" (else the last wins) */
+};
+/* From a template's text (NULL: DeepSeek-V3's format) and the BOS text.
+ * MOECPU_ERR_UNSUPPORTED when the template is not a DeepSeek V3/R1 one (it
+ * never mentions <｜User｜> and <｜Assistant｜>). */
+int moe_chat_format_from_template(struct moe_chat_format *f, const char *tmpl, const char *bos, char *err,
+                                  size_t errlen);
+/* From a model's tokenizer: its template (or V3's when it has none, provided
+ * the vocabulary has the DeepSeek chat tokens) and its BOS. */
+int moe_chat_format_init(struct moe_chat_format *f, const struct moe_tokenizer *t, char *err, size_t errlen);
+/* The conversation as text (malloc'd, NUL-terminated; NULL when out of memory). */
+char *moe_chat_render(const struct moe_chat_format *f, const struct moe_chat_msg *msgs, int n,
+                      int add_generation_prompt);
+/* The same, and for each assistant message i the byte range [spans[2i],
+ * spans[2i+1]) of its (possibly think-stripped) content in the text (0, 0
+ * for other messages).  spans has 2n entries.  The content always sits
+ * between two special tokens (<｜Assistant｜> ... <｜end▁of▁sentence｜>), so
+ * a caller may encode the pieces separately, e.g. to reuse the ids a model
+ * generated for an answer. */
+char *moe_chat_render_spans(const struct moe_chat_format *f, const struct moe_chat_msg *msgs, int n,
+                            int add_generation_prompt, size_t *spans);
 
 #endif

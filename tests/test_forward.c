@@ -645,7 +645,7 @@ static void test_cli(void **state)
     assert_int_equal(run_cli(args, out, sizeof out), 2);
     snprintf(args, sizeof args, "eval -m %s --token-ids 1,2,3 --ctx 2 --logits-out %s", P("v3.gguf"), P("bad.bin"));
     assert_int_equal(run_cli(args, out, sizeof out), 1);
-    snprintf(args, sizeof args, "run -m %s --token-ids 1,2 --temp 0.8 --print-ids", P("v3.gguf"));
+    snprintf(args, sizeof args, "run -m %s --token-ids 1,2 --temp -1 --print-ids", P("v3.gguf"));
     assert_int_equal(run_cli(args, out, sizeof out), 2);
     assert_string_equal(out, "");
     snprintf(args, sizeof args, "eval -m %s --token-ids 1 --logits-out %s", P("no-such-model"), P("bad.bin"));
