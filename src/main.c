@@ -15,6 +15,7 @@
 
 #include "../bench/bench.h"
 #include "../simd/kernels.h"
+#include "cli_pager.h"
 #include "moecpu.h"
 #include "threads.h"
 
@@ -101,6 +102,7 @@ struct model_opts {
     long long ctx;
     enum moe_kv_type kv_type;
     double temp;
+    struct moe_cli_pager pager;
 };
 
 /* Parse "1,2,3" into *out (malloc'd).  Non-numbers, negatives and values
@@ -177,6 +179,12 @@ static int parse_model_opts(const char *cmd, int argc, char **argv, struct model
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             help(stdout);
             return 1;
+        }
+        const int pc = moe_cli_pager_parse(cmd, &o->pager, a, val);
+        if (pc < 0) return 2;
+        if (pc > 0) {
+            i += pc - 1;
+            continue;
         }
         if (!strcmp(a, "--print-ids")) {
             o->print_ids = 1;
@@ -311,6 +319,7 @@ static int open_model(const char *cmd, const struct model_opts *o, int64_t n_tok
     mp.n_threads = o->threads;
     mp.progress = on_progress;
     mp.progress_user = &lp;
+    moe_cli_pager_apply(&o->pager, &mp);
     if (access(o->model, F_OK) != 0) {
         fprintf(stderr, "moecpu %s: model '%s' not found: give -m a Hugging Face directory or a .gguf file\n", cmd,
                 o->model);
@@ -378,6 +387,7 @@ static void eval_help(FILE *f)
             "  --ctx N           KV cache size in tokens (default: the number of ids)\n"
             "  --kv-type T       KV cache type: f32 (default) or bf16\n"
             "  --batch N         tokens per prefill batch (default 64)\n");
+    moe_cli_pager_help(f);
 }
 
 static void run_help(FILE *f)
@@ -396,6 +406,7 @@ static void run_help(FILE *f)
             "  --ctx N           KV cache size in tokens (default: prompt + n)\n"
             "  --kv-type T       KV cache type: f32 (default) or bf16\n"
             "  --batch N         tokens per prefill batch (default 64)\n");
+    moe_cli_pager_help(f);
 }
 
 /* Little-endian float32 rows. */
@@ -481,6 +492,7 @@ done:
     free(tmp);
     free(ids);
     moe_context_free(c);
+    moe_cli_pager_report(&o.pager, m, "eval");
     moe_model_free(m);
     return rc;
 }
@@ -536,6 +548,7 @@ static int cmd_run(int argc, char **argv)
 done:
     free(ids);
     moe_context_free(c);
+    moe_cli_pager_report(&o.pager, m, "run");
     moe_model_free(m);
     return rc;
 }
@@ -554,6 +567,7 @@ static void perplexity_help(FILE *f)
             "  --ctx N                KV cache size in tokens (default: the number of ids)\n"
             "  --kv-type T            KV cache type: f32 (default) or bf16\n"
             "  --batch N              tokens per prefill batch (default 64)\n");
+    moe_cli_pager_help(f);
 }
 
 static int cmd_perplexity(int argc, char **argv)
@@ -608,6 +622,7 @@ static int cmd_perplexity(int argc, char **argv)
 done:
     free(ids);
     moe_context_free(c);
+    moe_cli_pager_report(&o.pager, m, "perplexity");
     moe_model_free(m);
     return rc;
 }

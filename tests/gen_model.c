@@ -186,6 +186,7 @@ struct dims {
     double yarn_factor, beta_fast, beta_slow, mscale, mscale_all;
     int64_t yarn_orig, max_pos;
     double router_std_mult;   /* router weight std = mult / sqrt(hidden) */
+    double zipf;              /* --zipf S: correction bias -S * ln(rank + 1) */
 };
 
 /* What a tensor is decides how each format stores it. */
@@ -339,6 +340,25 @@ static void add_layer(struct model *m, int L, double skew)
                 perm[j] = tmp;
             }
             for (int i = 0; i < k; i++) b->data[perm[i]] += (float)skew;
+            free(perm);
+        }
+        if (d->zipf != 0.0) {
+            /* Zipf-like popularity: the expert of rank r (a random order per
+             * layer) gets -S * ln(r + 1), so a few experts win most tokens
+             * and the rest fall off smoothly. */
+            int n = d->experts;
+            int *perm = xmalloc((size_t)n * sizeof *perm);
+            for (int i = 0; i < n; i++) perm[i] = i;
+            char sname[300];
+            snprintf(sname, sizeof sname, "%s#zipf", name);
+            uint64_t s = stream_seed(m->seed, sname);
+            for (int i = n - 1; i > 0; i--) {
+                int j = (int)(splitmix64(&s) % (uint64_t)(i + 1));
+                int tmp = perm[i];
+                perm[i] = perm[j];
+                perm[j] = tmp;
+            }
+            for (int r = 0; r < n; r++) b->data[perm[r]] -= (float)(d->zipf * log((double)r + 1.0));
             free(perm);
         }
     }
@@ -1066,6 +1086,8 @@ static void usage(FILE *f)
           "  --nope N --rope N --v-head N   head dims (32, 16, 32)\n"
           "  --mtp N           MTP layers after the main ones (HF only; GGUF skips them like convert)\n"
           "  --skew X          v3: add X to the correction bias of a quarter of each layer's experts\n"
+          "  --zipf S          v3: Zipf-like expert popularity: the expert of rank r (random order\n"
+          "                    per layer) gets -S*ln(r+1) added to its correction bias\n"
           "  --router-std X    router logit spread (default 2.0)\n"
           "  --zero-expert L:E zero routed expert E of layer L (repeatable)\n"
           "  --round none|bf16|fp8  round the master weights as hf-bf16 / hf-fp8 store them, so\n"
@@ -1163,7 +1185,7 @@ int main(int argc, char **argv)
     long long o_layers = -1, o_vocab = -1, o_hidden = -1, o_heads = -1, o_experts = -1, o_topk = -1, o_ngroup = -1,
               o_topkg = -1, o_shared = -1, o_dense = -1, o_inter = -1, o_moe_inter = -1, o_qlora = -1,
               o_kvlora = -1, o_nope = -1, o_rope = -1, o_v = -1, o_mtp = -1;
-    double o_router_std = -1.0;
+    double o_router_std = -1.0, o_zipf = 0.0;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -1189,6 +1211,7 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--shards")) shards = (int)parse_int(a, v, 1, 10000);
         else if (!strcmp(a, "--skew")) skew = parse_double(a, v);
         else if (!strcmp(a, "--router-std")) o_router_std = parse_double(a, v);
+        else if (!strcmp(a, "--zipf")) o_zipf = parse_double(a, v);
         else if (!strcmp(a, "--zero-expert")) {
             int l, e;
             char tail;
@@ -1265,6 +1288,7 @@ int main(int argc, char **argv)
     OVR(o_mtp, mtp);
 #undef OVR
     if (o_router_std >= 0.0) d->router_std_mult = o_router_std;
+    d->zipf = o_zipf;
     if (o_ngroup >= 0 && o_topkg < 0 && d->topk_group > d->n_group) d->topk_group = d->n_group;
 
     /* Consistency (moecpu's config validation repeats most of it). */
@@ -1277,6 +1301,7 @@ int main(int argc, char **argv)
     if (d->shared < 1) die("--shared must be >= 1 (llama.cpp's deepseek2 needs the shared expert tensors)");
     if (d->vocab < 2) die("--vocab must be >= 2");
     if (skew != 0.0 && !d->sigmoid) die("--skew needs the v3 style (it acts through the correction bias)");
+    if (d->zipf != 0.0 && !d->sigmoid) die("--zipf needs the v3 style (it acts through the correction bias)");
     if (d->mtp > 0 && d->q_lora == 0) die("--mtp: MTP layers are a V3 feature (q LoRA needed)");
     for (int i = 0; i < n_zero; i++)
         if (zero_l[i] < d->first_dense || zero_l[i] >= d->layers + d->mtp || zero_e[i] >= d->experts)
