@@ -32,7 +32,7 @@ FLAGS_simd/neon_dotprod.c := -march=armv8.2-a+dotprod
 
 CORE_SRC  := quant/formats.c quant/ref.c simd/dispatch.c simd/scalar.c $(SIMD) src/threads.c \
              src/model_files.c src/gguf.c src/gguf_write.c src/safetensors.c src/config.c src/model.c src/forward.c src/pager.c
-MAIN_SRC  := src/main.c src/cli_pager.c bench/kernels.c bench/model.c
+MAIN_SRC  := src/main.c src/cli_pager.c bench/kernels.c bench/model.c bench/pager_replay.c
 TEST_SRC  := $(wildcard tests/test_*.c)
 CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o)
 MAIN_OBJ  := $(MAIN_SRC:%.c=$(BUILD)/%.o)

@@ -631,6 +631,8 @@ static int cmd_bench(int argc, char **argv)
 {
     if (argc >= 1 && !strcmp(argv[0], "kernels"))
         return moe_bench_kernels(argc - 1, argv + 1);
+    if (argc >= 1 && !strcmp(argv[0], "pager-replay"))
+        return moe_bench_pager_replay(argc - 1, argv + 1);
     if (argc >= 1 && (!strcmp(argv[0], "-h") || !strcmp(argv[0], "--help"))) {
         printf("usage: moecpu bench -m MODEL [options]   model speed (moecpu bench -m X --help)\n"
                "       moecpu bench kernels [options]   kernel speed (moecpu bench kernels --help)\n");

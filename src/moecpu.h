@@ -105,8 +105,9 @@ struct moe_model_info {
 void moe_model_get_info(const struct moe_model *m, struct moe_model_info *info);
 
 /* Pager counters: totals since open (moe_model_pager_stats) or one eval
- * batch's deltas (moe_model_pager_history).  Without a pager every routed
- * expert use counts as a hit and nothing is read. */
+ * batch's deltas (moe_model_pager_history).  Without a pager all are 0
+ * (mode OFF); a pager that only traces (--pager off with a trace) counts
+ * every expert a layer needs as a hit and reads nothing. */
 struct moe_pager_stats {
     int mode;                  /* enum moe_pager_mode in use: OFF when there is no pager */
     int64_t tokens;            /* tokens evaluated */

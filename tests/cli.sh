@@ -34,6 +34,11 @@ check "bench missing model" 1 "No such file|not found"             -- bench -m /
 check "bench bad option"   2 "unknown or incomplete option '--frob'" -- bench kernels --frob
 check "bench bad isa"      2 "unknown ISA 'sse9'"       -- bench kernels --isa sse9
 check "bench kernels help" 0 "--json"                   -- bench kernels --help
+check "bad --mem-budget"   2 "--mem-budget 'lots' is not a size" -- eval -m x.gguf --token-ids 1 --logits-out y --mem-budget lots
+check "bad --pager"        2 "--pager 'swap' unknown"   -- run -m x.gguf --token-ids 1 --print-ids --pager swap
+check "bad --pager-policy" 2 "--pager-policy 'mru' unknown" -- bench -m x.gguf --pager-policy mru
+check "pager help"         0 "--mem-budget SIZE"        -- eval --help
+check "replay no trace"    2 "--trace FILE is required" -- bench pager-replay
 # A table that is built but not runnable must be an error, not SIGILL.
 "${runner[@]}" "$bin" info > /tmp/moecpu-cli-info.$$ 2>&1
 notrun=$(sed -n 's/^  \([a-z0-9_]*\) *NOT here.*/\1/p' /tmp/moecpu-cli-info.$$ | head -1)
