@@ -202,12 +202,18 @@ static void drop_cache(const struct pfile *f, uint64_t off, size_t n)
     (void)posix_fadvise(f->fd, (off_t)a, (off_t)(b - a), POSIX_FADV_DONTNEED);
 }
 
-/* Evict an expert range in MMAP mode: unmap its pages from this process
- * (pages shared with a neighbour at either end stay), then drop them. */
+/* Evict an expert range in MMAP mode: unmap its pages from this process,
+ * then drop them.  The unmapped window is widened to 64 KiB boundaries:
+ * a page fault maps the cached pages around it (fault-around, 64 KiB by
+ * default), so loading a neighbour can map this expert's edge pages, which
+ * could then never be dropped.  A neighbour that loses an edge page this
+ * way faults it back in when computing. */
+#define FAULT_AROUND ((uint64_t)64 << 10)
 static void drop_pages(const struct pfile *f, const uint8_t *addr, uint64_t off, size_t n)
 {
-    const uint64_t a = (off + PAGER_ALIGN - 1) & ~(PAGER_ALIGN - 1), b = (off + n) & ~(PAGER_ALIGN - 1);
-    if (b > a) (void)madvise((void *)(addr + (a - off)), (size_t)(b - a), MADV_DONTNEED);
+    uint64_t a = off & ~(FAULT_AROUND - 1), b = (off + n + FAULT_AROUND - 1) & ~(FAULT_AROUND - 1);
+    if (b > f->size) b = (f->size + PAGER_ALIGN - 1) & ~(PAGER_ALIGN - 1);
+    if (b > a) (void)madvise((void *)(addr - (off - a)), (size_t)(b - a), MADV_DONTNEED);
     drop_cache(f, off, n);
 }
 
@@ -708,20 +714,17 @@ int moe_pager_create(struct moe_pager **out, struct moe_model *m, int mode, size
     }
     /* Residency starts from nothing (then it is what the pager holds): the
      * files leave the page cache (dirty pages cannot: sync first); faults
-     * and reads of experts read no more than asked (MADV_RANDOM,
-     * POSIX_FADV_RANDOM: no read-ahead into the neighbours); then every
-     * other tensor is read and mapped. */
+     * and reads read no more than asked (MADV_RANDOM on the whole mapping,
+     * POSIX_FADV_RANDOM: no read-ahead into neighbouring experts; our own
+     * reads say exactly what they want); then every other tensor is read
+     * and mapped. */
     for (int i = 0; i < p->n_files; i++) {
         (void)fdatasync(p->files[i].fd);
         (void)posix_fadvise(p->files[i].fd, 0, 0, POSIX_FADV_DONTNEED);
         (void)posix_fadvise(p->files[i].fd, 0, 0, POSIX_FADV_RANDOM);
     }
-    for (size_t i = 0; i < total; i++)
-        for (int r = 0; r < p->ex[i].nr; r++) {
-            const struct prange *g = &p->ex[i].r[r];
-            const uint64_t a = (g->off + PAGER_ALIGN - 1) & ~(PAGER_ALIGN - 1), b = (g->off + g->len) & ~(PAGER_ALIGN - 1);
-            if (b > a) (void)madvise((void *)(g->map + (a - g->off)), (size_t)(b - a), MADV_RANDOM);
-        }
+    for (int i = 0; i < p->n_files; i++)
+        if (p->files[i].map) (void)madvise((void *)p->files[i].map, p->files[i].size, MADV_RANDOM);
     for (size_t i = 0; i < mf->n_tensors; i++) {
         const struct moe_tensor *t = &mf->tensors[i];
         if (t->nbytes && t->data && !is_expert_tensor(t->name)) populate(t->data, t->nbytes);
