@@ -30,9 +30,11 @@ configs=${CONFIGS:-"direct pread mmap off llama"}
 
 drop() { dd if="$model" iflag=nocache count=0 status=none; }
 
-disk_bw() { # GB/s of an O_DIRECT sequential read of 4 GiB from the middle of the file
-  local out
-  out=$(flock "$lock" dd if="$model" of=/dev/null bs=16M count=256 skip=512 iflag=direct 2>&1 | tail -1)
+disk_bw() { # GB/s of an O_DIRECT sequential read of (up to) 4 GiB from the middle of the file
+  local out blocks count skip
+  blocks=$(( $(stat -c %s "$model") / 16777216 ))
+  count=$(( blocks < 256 ? blocks : 256 )); skip=$(( (blocks - count) / 2 ))
+  out=$(flock "$lock" dd if="$model" of=/dev/null bs=16M count="$count" skip="$skip" iflag=direct 2>&1 | tail -1)
   echo "$out" | awk '{for (i = 1; i <= NF; i++) if ($i == "copied,") {printf "%.3f", $1 / $(i + 1) / 1e9}}'
 }
 
