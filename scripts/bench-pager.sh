@@ -30,48 +30,51 @@ configs=${CONFIGS:-"direct pread mmap off llama"}
 
 drop() { dd if="$model" iflag=nocache count=0 status=none; }
 
-disk_bw() { # GB/s of an O_DIRECT sequential read of (up to) 4 GiB from the middle of the file
-  local out blocks count skip
-  blocks=$(( $(stat -c %s "$model") / 16777216 ))
-  count=$(( blocks < 256 ? blocks : 256 )); skip=$(( (blocks - count) / 2 ))
-  out=$(flock "$lock" dd if="$model" of=/dev/null bs=16M count="$count" skip="$skip" iflag=direct 2>&1 | tail -1)
-  echo "$out" | awk '{for (i = 1; i <= NF; i++) if ($i == "copied,") {printf "%.3f", $1 / $(i + 1) / 1e9}}'
+disk_bw() { # GB/s of O_DIRECT reads: 8 parallel streams (as the pager's 8 I/O threads) of 4 MiB blocks, 4 GiB in all
+  local blocks per t0 t1
+  blocks=$(( $(stat -c %s "$model") / 4194304 ))
+  per=$(( blocks / 8 < 128 ? blocks / 8 : 128 ))
+  t0=$(date +%s.%N)
+  flock "$lock" bash -c "for i in 0 1 2 3 4 5 6 7; do dd if='$model' of=/dev/null bs=4M count=$per skip=\$(( i * $blocks / 8 )) iflag=direct status=none & done; wait"
+  t1=$(date +%s.%N)
+  awk -v b=$(( per * 8 * 4194304 )) -v a="$t0" -v z="$t1" 'BEGIN {printf "%.3f", b / (z - a) / 1e9}'
 }
 
 run() { # config -> one line: config tps bytes_per_token missed_per_token
-  local cfg=$1 out tps inb miss
+  local cfg=$1 out tps inb miss wall
   local tmp; tmp=$(mktemp)
   drop
   if [ "$cfg" = llama ]; then
-    flock "$lock" /usr/bin/time -f "INBLOCK %I" node bench/llama-decode.mjs "$model" -n "$n" --threads "$threads" \
+    flock "$lock" /usr/bin/time -f "INBLOCK %I WALL %e" node bench/llama-decode.mjs "$model" -n "$n" --threads "$threads" \
       > "$tmp.out" 2> "$tmp"
     tps=$(sed -n 's/.*"tg_tps":\([0-9.e+-]*\).*/\1/p' "$tmp.out")
     miss=NA
   else
     local opts=(--pager "$cfg")
     [ "$cfg" = off ] || opts+=(--mem-budget "$budget" --pager-stats)
-    flock "$lock" /usr/bin/time -f "INBLOCK %I" "$bin" bench -m "$model" -p 0 -n "$n" -r 1 -t "$threads" --json \
+    flock "$lock" /usr/bin/time -f "INBLOCK %I WALL %e" "$bin" bench -m "$model" -p 0 -n "$n" -r 1 -t "$threads" --json \
       "${opts[@]}" > "$tmp.out" 2> "$tmp"
     tps=$(sed -n 's/.*"tg_tps":\([0-9.e+-]*\).*/\1/p' "$tmp.out")
     miss=$(sed -n 's/.*, total: .* read \([0-9.]*\) MiB .*/\1/p' "$tmp" | awk -v n="$n" '{printf "%.1f", $1 * 1048576 / n / 1e6}')
     [ -n "$miss" ] || miss=NA
     grep -E "total:" "$tmp" >&2
   fi
-  inb=$(sed -n 's/^INBLOCK \([0-9]*\)/\1/p' "$tmp")
+  inb=$(sed -n 's/^INBLOCK \([0-9]*\).*/\1/p' "$tmp")
+  wall=$(sed -n 's/^INBLOCK .* WALL \([0-9.]*\)/\1/p' "$tmp")
   if [ -z "$tps" ]; then echo "bench-pager: $cfg failed:" >&2; cat "$tmp" "$tmp.out" >&2; rm -f "$tmp" "$tmp.out"; return 1; fi
-  printf '%s %s %s %s\n' "$cfg" "$tps" "$(awk -v b="$inb" -v n="$n" 'BEGIN {printf "%.1f", b * 512 / n / 1e6}')" "$miss"
+  printf '%s %s %s %s %s\n' "$cfg" "$tps" "$(awk -v b="$inb" -v n="$n" 'BEGIN {printf "%.1f", b * 512 / n / 1e6}')" "$miss" "$wall"
   rm -f "$tmp" "$tmp.out"
 }
 
 echo "model $model ($(du -h --apparent-size "$model" | cut -f1)), RAM $(free -g | awk '/Mem:/ {print $2}') GiB," \
      "$n decode tokens, budget $budget, $threads threads"
-printf '%-8s %10s %16s %16s %10s\n' config tok/s "MB read/tok" "MB missed/tok" disk-GB/s
+printf '%-8s %10s %14s %14s %10s %12s\n' config tok/s "MB read/tok" "MB missed/tok" disk-GB/s "wall s (all)"
 for r in $(seq "$rounds"); do
   for cfg in $configs; do
     bw=$(disk_bw)
     line=$(run "$cfg") || continue
     set -- $line
-    printf '%-8s %10.3f %16s %16s %10s\n' "$1" "$2" "$3" "$4" "$bw"
+    printf '%-8s %10.3f %14s %14s %10s %12s\n' "$1" "$2" "$3" "$4" "$bw" "$5"
     if [ "$4" != NA ]; then
       awk -v t="$2" -v m="$4" -v b="$bw" 'BEGIN {bound = b * 1e3 / m; printf "         storage bound %.3f tok/s: %.0f%% of it\n", bound, 100 * t / bound}'
     fi
