@@ -5,6 +5,8 @@
 # plus the storage bound measured in the same run.
 #
 #   scripts/bench-pager.sh MODEL.gguf [N_TOKENS=32] [BUDGET=16G] [ROUNDS=1]
+#   CONFIGS="direct pread mmap off llama" (default): pager modes, off = plain
+#   mmap, llama = llama.cpp; MODE+laN adds --lookahead N.
 #
 # Every run starts with the model's page cache dropped (dd iflag=nocache,
 # no root needed) and is wrapped in flock /work/bench.lock (or $BENCH_LOCK).
@@ -50,7 +52,8 @@ run() { # config -> one line: config tps bytes_per_token missed_per_token
     tps=$(sed -n 's/.*"tg_tps":\([0-9.e+-]*\).*/\1/p' "$tmp.out")
     miss=NA
   else
-    local opts=(--pager "$cfg")
+    local opts=(--pager "${cfg%%+*}")    # MODE or MODE+laN: with --lookahead N
+    case "$cfg" in *+la*) opts+=(--lookahead "${cfg##*+la}") ;; esac
     [ "$cfg" = off ] || opts+=(--mem-budget "$budget" --pager-stats)
     flock "$lock" /usr/bin/time -f "INBLOCK %I WALL %e" "$bin" bench -m "$model" -p 0 -n "$n" -r 1 -t "$threads" --json \
       "${opts[@]}" > "$tmp.out" 2> "$tmp"
