@@ -36,11 +36,11 @@ FLAGS_simd/neon_dotprod.c := -march=armv8.2-a+dotprod
 FLAGS_src/sampler.c       := -ffp-contract=off
 
 CORE_SRC  := quant/formats.c quant/ref.c simd/dispatch.c simd/scalar.c $(SIMD) src/threads.c \
-             src/model_files.c src/gguf.c src/gguf_write.c src/safetensors.c src/config.c src/model.c src/forward.c \
+             src/model_files.c src/gguf.c src/gguf_write.c src/safetensors.c src/config.c src/model.c src/forward.c src/pager.c \
              src/tokenizer.c
 # text generation: sampler, chat format
 CORE_SRC  += src/sampler.c src/chat.c
-MAIN_SRC  := src/main.c bench/kernels.c bench/model.c src/cli_tokenize.c bench/tokenizer.c src/cli_run.c src/cli_chat.c \
+MAIN_SRC  := src/main.c bench/kernels.c bench/model.c bench/pager_replay.c src/cli_pager.c src/cli_tokenize.c bench/tokenizer.c src/cli_run.c src/cli_chat.c \
              src/cli_stream.c
 TEST_SRC  := $(wildcard tests/test_*.c)
 CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o)

@@ -16,6 +16,9 @@ int moe_bench_tokenizer(int argc, char **argv);
 /* `moecpu bench -m MODEL [options]`; returns the process exit status. */
 int moe_bench_model(int argc, char **argv);
 
+/* `moecpu bench pager-replay [options]` (bench/pager_replay.c). */
+int moe_bench_pager_replay(int argc, char **argv);
+
 /* Seconds on a monotonic clock. */
 double moe_bench_now(void);
 

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../src/cli_pager.h"
 #include "../src/moecpu.h"
 #include "../src/threads.h"
 
@@ -24,6 +25,7 @@ static void usage(FILE *f)
             "  pp: tokens/s of one prefill of -p tokens; tg: tokens/s of -n single-token decode steps\n"
             "  after it; each repeated -r times (median).  The bound is the read bandwidth measured\n"
             "  in the same run divided by the weight bytes a decoded token reads.\n");
+    moe_cli_pager_help(f);
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -38,8 +40,16 @@ int moe_bench_model(int argc, char **argv)
     long p = 512, n = 128, reps = 3, threads = 0, batch = 0;
     int json = 0;
     enum moe_kv_type kv = MOE_KV_F32;
+    struct moe_cli_pager pg;
+    moe_cli_pager_init(&pg);
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        const int pc = moe_cli_pager_parse("bench", &pg, a, v);
+        if (pc < 0) return 2;
+        if (pc > 0) {
+            i += pc - 1;
+            continue;
+        }
         long *num = !strcmp(a, "-p") ? &p : !strcmp(a, "-n") ? &n : !strcmp(a, "-r") ? &reps
                   : !strcmp(a, "-t") ? &threads : !strcmp(a, "--batch") ? &batch : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
@@ -77,6 +87,7 @@ int moe_bench_model(int argc, char **argv)
     moe_model_params_init(&mp);
     mp.isa = isa;
     mp.n_threads = (int)threads;
+    moe_cli_pager_apply(&pg, &mp);
     struct moe_model *m = NULL;
     if (moe_model_open(&m, path, &mp, err, sizeof err)) {
         fprintf(stderr, "moecpu bench: %s\n", err);
@@ -149,6 +160,7 @@ int moe_bench_model(int argc, char **argv)
 eval_fail:
     fprintf(stderr, "moecpu bench: %s\n", err);
 done:
+    moe_cli_pager_report(&pg, m, "bench");
     free(ids); free(pp); free(tg); free(bwbuf);
     moe_pool_destroy(pool);
     moe_context_free(c);

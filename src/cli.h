@@ -53,6 +53,8 @@ void cli_text_help(FILE *f, const char *cmd);
 struct model_opts;
 int cli_open_model(const char *cmd, const struct model_opts *o, int64_t n_tokens, struct moe_model **m,
                    struct moe_context **c);
+/* main.c: --pager-stats totals (when asked for), then the model is freed (m may be NULL). */
+void cli_close_model(const char *cmd, const struct model_opts *o, struct moe_model *m);
 double cli_now(void);
 
 /* The commands; each returns the process exit code. */

@@ -528,7 +528,7 @@ done:
     free(turn_ids.ids);
     moe_sampler_free(smp);
     moe_context_free(c);
-    moe_model_free(m);
+    cli_close_model(cmd, o, m);
     moe_tokenizer_free(tok);
     return rc;
 }

@@ -476,7 +476,7 @@ done:
     free(text);
     free(input);
     moe_context_free(c);
-    moe_model_free(m);
+    cli_close_model(cmd, o, m);
     moe_tokenizer_free(tok);
     return rc;
 }

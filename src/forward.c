@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "model.h"
+#include "pager.h"
 
 #define DEFAULT_BATCH 64
 #define DEFAULT_CTX 4096
@@ -81,6 +82,11 @@ struct moe_context {
     float *slot_w;             /* [R] its weight */
     float *deq;                /* [H][kv_lora]: dequantized rows, one per head task */
     float *cosb, *sinb;        /* [T][rope / 2] */
+    int *need, *wave;          /* [E] experts a MoE layer needs; those computed in one wave */
+    unsigned char *taken;      /* [E] */
+    struct moe_mat *wmat;      /* [E][3] gate, up, down of the experts being computed */
+    int *la_sel;               /* [T][top-k] look-ahead routing */
+    float *la_w;
     struct qbuf qin, qaux, qg, qsh;
     struct mm_item *items;
     int *item_first;           /* [max_items + 1] first task of each item */
@@ -248,7 +254,8 @@ void moe_context_free(struct moe_context *c)
     free(c->logits);
     void *bufs[] = {c->x, c->h, c->qa, c->q, c->kva, c->qcat, c->tmp, c->scores, c->olat, c->attn, c->ybuf,
                     c->fa, c->fb, c->fsa, c->fsb, c->gx, c->yexp, c->rl, c->rs, c->sel, c->selw, c->cnt, c->off,
-                    c->slot_tok, c->slot_w, c->deq, c->cosb, c->sinb, c->items, c->item_first};
+                    c->slot_tok, c->slot_w, c->deq, c->cosb, c->sinb, c->items, c->item_first,
+                    c->need, c->wave, c->taken, c->wmat, c->la_sel, c->la_w};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     qbuf_free(&c->qin);
     qbuf_free(&c->qaux);
@@ -336,6 +343,12 @@ int moe_context_new(struct moe_context **out, struct moe_model *m, const struct 
     c->deq = xalloc((size_t)(H * kvr), sizeof(float), &fail);
     c->cosb = xalloc(t * (size_t)(rope / 2), sizeof(float), &fail);
     c->sinb = xalloc(t * (size_t)(rope / 2), sizeof(float), &fail);
+    c->need = xalloc((size_t)E, sizeof(int), &fail);
+    c->wave = xalloc((size_t)E, sizeof(int), &fail);
+    c->taken = xalloc((size_t)E, 1, &fail);
+    c->wmat = xalloc(3 * (size_t)E, sizeof(struct moe_mat), &fail);
+    c->la_sel = xalloc((size_t)R, sizeof(int), &fail);
+    c->la_w = xalloc((size_t)R, sizeof(float), &fail);
     int64_t kmax = D;
     const int64_t widths[] = {qr, kvr, H * v, F, Fs, Fe, nope};
     for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++) kmax = max64(kmax, widths[i]);
@@ -666,10 +679,39 @@ static void route(const struct moe_kernels *k, const struct moe_config *cf, cons
     for (int r = 0; r < K; r++) w[r] = w[r] * norm * cf->routed_scaling_factor;
 }
 
-static void moe_ffn(struct moe_context *c, const struct moe_layer *L, int T)
+/* Look-ahead (pager option): route the next layer on this layer's FFN
+ * input and ask the pager to start reading the experts it picks. */
+static void moe_lookahead(struct moe_context *c, int l, const struct moe_acts *a, bool have_q, int T)
+{
+    const struct moe_model *m = c->m;
+    const struct moe_config *cf = &m->cfg;
+    if (l + 1 >= cf->n_layers || !m->layers[l + 1].is_moe) return;
+    const struct moe_layer *N = &m->layers[l + 1];
+    if (is_q8(&N->router) && !have_q) return;
+    const int E = cf->n_routed_experts, K = cf->n_experts_per_tok;
+    matmul(c, &N->router, a, c->rl);
+    for (int t = 0; t < T; t++)
+        route(m->k, cf, N->router_bias, c->rl + (size_t)t * E, c->rs, c->la_sel + t * K, c->la_w + t * K);
+    /* distinct experts, most-voted first */
+    memset(c->cnt, 0, sizeof(int) * (size_t)(E + 1));
+    for (int i = 0; i < T * K; i++) c->cnt[c->la_sel[i]]++;
+    int n = 0;
+    for (int e = 0; e < E; e++)
+        if (c->cnt[e]) c->need[n++] = e;
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && c->cnt[c->need[j]] > c->cnt[c->need[j - 1]]; j--) {
+            const int t = c->need[j];
+            c->need[j] = c->need[j - 1];
+            c->need[j - 1] = t;
+        }
+    moe_pager_prefetch(m->pager, l + 1, c->need, n);
+}
+
+static void moe_ffn(struct moe_context *c, const struct moe_layer *L, int l, int T)
 {
     const struct moe_kernels *k = c->m->k;
     const struct moe_config *cf = &c->m->cfg;
+    struct moe_pager *pg = c->m->pager;
     const int64_t D = cf->hidden_size, Fe = cf->moe_intermediate_size, Fs = (int64_t)cf->n_shared_experts * Fe;
     const int E = cf->n_routed_experts, K = cf->n_experts_per_tok;
     const bool q8_in = is_q8(&L->router) || is_q8(&L->exp_gate[0]) || is_q8(&L->exp_up[0]) ||
@@ -701,53 +743,95 @@ static void moe_ffn(struct moe_context *c, const struct moe_layer *L, int T)
             }
         }
 
-    /* gate and up of every chosen expert and of the shared experts: one job */
-    int n = 0;
-    for (int e = 0; e < E; e++) {
-        const int ne = c->off[e + 1] - c->off[e];
-        if (!ne) continue;
-        struct moe_acts ge = {.k = D, .n = ne, .x = c->gx + (size_t)c->off[e] * D, .ldx = D};
-        if (q8_in) {
-            ge.q = c->qg.q + (size_t)c->off[e] * D;
-            ge.qd = c->qg.d + (size_t)c->off[e] * (D / 32);
-            ge.qs = c->qg.s + (size_t)c->off[e] * (D / 32);
+    /* The experts needed; with a pager, their reads start now and the
+     * experts are computed in waves as they become ready (the shared
+     * experts and the resident ones first).  Every expert's outputs are
+     * computed the same way whatever the wave, so results do not depend on
+     * the pager. */
+    int nn = 0;
+    for (int e = 0; e < E; e++)
+        if (c->off[e + 1] > c->off[e]) c->need[nn++] = e;
+    if (pg) {
+        moe_pager_trace(pg, l, c->sel, T, K);
+        moe_pager_request(pg, l, c->need, nn);
+        if (moe_pager_lookahead(pg) > 0) {
+            memcpy(c->wave, c->need, sizeof(int) * (size_t)nn); /* moe_lookahead reuses need */
+            moe_lookahead(c, l, &a, q8_in, T);
+            memcpy(c->need, c->wave, sizeof(int) * (size_t)nn);
         }
-        item(c, n++, &L->exp_gate[e], 0, Fe, &ge, c->fa + (size_t)c->off[e] * Fe, Fe);
-        item(c, n++, &L->exp_up[e], 0, Fe, &ge, c->fb + (size_t)c->off[e] * Fe, Fe);
     }
-    if (L->shared) {
-        item(c, n++, &L->sh_gate, 0, Fs, &a, c->fsa, Fs);
-        item(c, n++, &L->sh_up, 0, Fs, &a, c->fsb, Fs);
-    }
-    mm_run(c, n);
-    const int rows = T * K;
-    k->silu_mul(c->fa, c->fa, c->fb, (int64_t)rows * Fe);
-    if (L->shared) k->silu_mul(c->fsa, c->fsa, c->fsb, (int64_t)T * Fs);
-
-    /* down projections: one job */
+    memset(c->taken, 0, (size_t)nn);
     const bool q8_down = is_q8(&L->exp_down[0]);
-    struct moe_acts da;
-    acts_make(k, &da, c->fa, rows, Fe, Fe, &c->qaux, q8_down);
-    n = 0;
-    for (int e = 0; e < E; e++) {
-        const int ne = c->off[e + 1] - c->off[e];
-        if (!ne) continue;
-        struct moe_acts de = {.k = Fe, .n = ne, .x = c->fa + (size_t)c->off[e] * Fe, .ldx = Fe};
-        if (q8_down) {
-            de.q = da.q + (size_t)c->off[e] * Fe;
-            de.qd = da.qd + (size_t)c->off[e] * (Fe / 32);
-            de.qs = da.qs + (size_t)c->off[e] * (Fe / 32);
+    bool first = true;
+    for (;;) {
+        int nw;
+        if (pg) {
+            nw = moe_pager_collect(pg, l, c->need, nn, c->taken, c->wave);
+        } else {
+            nw = first ? nn : 0;
+            memcpy(c->wave, c->need, sizeof(int) * (size_t)nw);
         }
-        item(c, n++, &L->exp_down[e], 0, D, &de, c->yexp + (size_t)c->off[e] * D, D);
+        if (!nw && !first) break;
+        for (int i = 0; i < nw; i++) {
+            const int e = c->wave[i];
+            const struct moe_mat *W = pg ? moe_pager_mats(pg, l, e) : NULL;
+            c->wmat[3 * e + 0] = W ? W[0] : L->exp_gate[e];
+            c->wmat[3 * e + 1] = W ? W[1] : L->exp_up[e];
+            c->wmat[3 * e + 2] = W ? W[2] : L->exp_down[e];
+        }
+
+        /* gate and up of this wave's experts (and of the shared experts, first wave): one job */
+        int n = 0;
+        for (int i = 0; i < nw; i++) {
+            const int e = c->wave[i], ne = c->off[e + 1] - c->off[e];
+            struct moe_acts ge = {.k = D, .n = ne, .x = c->gx + (size_t)c->off[e] * D, .ldx = D};
+            if (q8_in) {
+                ge.q = c->qg.q + (size_t)c->off[e] * D;
+                ge.qd = c->qg.d + (size_t)c->off[e] * (D / 32);
+                ge.qs = c->qg.s + (size_t)c->off[e] * (D / 32);
+            }
+            item(c, n++, &c->wmat[3 * e + 0], 0, Fe, &ge, c->fa + (size_t)c->off[e] * Fe, Fe);
+            item(c, n++, &c->wmat[3 * e + 1], 0, Fe, &ge, c->fb + (size_t)c->off[e] * Fe, Fe);
+        }
+        if (first && L->shared) {
+            item(c, n++, &L->sh_gate, 0, Fs, &a, c->fsa, Fs);
+            item(c, n++, &L->sh_up, 0, Fs, &a, c->fsb, Fs);
+        }
+        mm_run(c, n);
+        for (int i = 0; i < nw; i++) {
+            const int e = c->wave[i];
+            const size_t o = (size_t)c->off[e] * (size_t)Fe, len = (size_t)(c->off[e + 1] - c->off[e]) * (size_t)Fe;
+            k->silu_mul(c->fa + o, c->fa + o, c->fb + o, (int64_t)len);
+        }
+        if (first && L->shared) k->silu_mul(c->fsa, c->fsa, c->fsb, (int64_t)T * Fs);
+
+        /* down projections: one job */
+        n = 0;
+        for (int i = 0; i < nw; i++) {
+            const int e = c->wave[i], ne = c->off[e + 1] - c->off[e];
+            struct moe_acts de;
+            struct qbuf qb = c->qaux;
+            const size_t o = (size_t)c->off[e] * (size_t)Fe;
+            qb.q += o;
+            qb.d += o / 32;
+            qb.s += o / 32;
+            acts_make(k, &de, c->fa + o, ne, Fe, Fe, &qb, q8_down);
+            item(c, n++, &c->wmat[3 * e + 2], 0, D, &de, c->yexp + (size_t)c->off[e] * D, D);
+        }
+        if (first && L->shared) {
+            struct moe_acts sa;
+            acts_make(k, &sa, c->fsa, T, Fs, Fs, &c->qsh, is_q8(&L->sh_down));
+            item(c, n++, &L->sh_down, 0, D, &sa, c->ybuf, D);
+        }
+        mm_run(c, n);
+        if (pg)
+            for (int i = 0; i < nw; i++) moe_pager_release(pg, l, c->wave[i]);
+        first = false;
+        if (!pg) break;
     }
-    if (L->shared) {
-        struct moe_acts sa;
-        acts_make(k, &sa, c->fsa, T, Fs, Fs, &c->qsh, is_q8(&L->sh_down));
-        item(c, n++, &L->sh_down, 0, D, &sa, c->ybuf, D);
-    }
-    mm_run(c, n);
 
     /* y = shared + sum over experts (ascending) of w * expert(x) */
+    const int rows = T * K;
     if (!L->shared) memset(c->ybuf, 0, sizeof(float) * (size_t)T * (size_t)D);
     for (int slot = 0; slot < rows; slot++) {
         float *y = c->ybuf + (size_t)c->slot_tok[slot] * D;
@@ -779,11 +863,12 @@ static void forward_batch(struct moe_context *c, const int32_t *ids, int T, floa
         const struct moe_layer *L = &m->layers[l];
         attention(c, l, T);
         for (int t = 0; t < T; t++) k->rmsnorm(c->h + t * D, c->x + t * D, L->ffn_norm, D, cf->rms_norm_eps);
-        if (L->is_moe) moe_ffn(c, L, T);
+        if (L->is_moe) moe_ffn(c, L, l, T);
         else dense_mlp(c, L, T);
         for (int64_t i = 0; i < (int64_t)T * D; i++) c->x[i] += c->ybuf[i];
     }
     c->pos += T;
+    if (m->pager) moe_pager_end_batch(m->pager, T);
     if (!logits) return;
     const int first = all_logits ? 0 : T - 1, n = T - first;
     for (int t = first; t < T; t++) k->rmsnorm(c->h + (t - first) * D, c->x + t * D, m->out_norm, D, cf->rms_norm_eps);

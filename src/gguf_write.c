@@ -7,6 +7,7 @@
  */
 #include "gguf.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,9 @@ struct wtensor {
     uint64_t ne[MOE_MAX_DIMS];
     const void *data;
     size_t nbytes;
+    moe_gguf_fill_fn fill;     /* or data made at write time */
+    void *fill_user;
+    size_t fill_unit;
 };
 
 struct wkv {
@@ -306,6 +310,41 @@ int moe_gguf_writer_add_tensor(struct moe_gguf_writer *w, const char *name, enum
     return moe_gguf_writer_add_tensor_raw(w, name, gt, n_dims, ne, data, nbytes);
 }
 
+int moe_gguf_writer_add_tensor_fill(struct moe_gguf_writer *w, const char *name, enum moe_wtype type, int n_dims,
+                                    const int64_t *shape, size_t nbytes, moe_gguf_fill_fn fill, void *user,
+                                    size_t unit)
+{
+    static const unsigned char placeholder;
+    if (!fill || unit == 0) return fail(w, MOE_ERR_INVALID, "no fill function or unit", name);
+    int rc = moe_gguf_writer_add_tensor(w, name, type, n_dims, shape, &placeholder, nbytes);
+    if (rc) return rc;
+    struct wtensor *t = &w->t[w->n_t - 1];
+    t->data = NULL;
+    t->fill = fill;
+    t->fill_user = user;
+    t->fill_unit = unit;
+    return 0;
+}
+
+/* A filled tensor, in pieces of about 64 MiB (whole units). */
+static void write_filled(struct moe_tmpfile *f, const struct wtensor *t)
+{
+    size_t piece = ((size_t)64 << 20) / t->fill_unit * t->fill_unit;
+    if (piece == 0) piece = t->fill_unit;
+    if (piece > t->nbytes) piece = t->nbytes;
+    void *buf = malloc(piece ? piece : 1);
+    if (!buf) {
+        f->failed = ENOMEM;
+        return;
+    }
+    for (size_t o = 0; o < t->nbytes && !f->failed; o += piece) {
+        const size_t n = t->nbytes - o < piece ? t->nbytes - o : piece;
+        t->fill(t->fill_user, buf, o, n);
+        moe_tmpfile_write(f, buf, n);
+    }
+    free(buf);
+}
+
 /* ---- Serialization */
 
 static void w_u32(struct moe_tmpfile *f, uint32_t v)
@@ -411,7 +450,8 @@ int moe_gguf_writer_write(struct moe_gguf_writer *w, const char *path, char *err
     moe_tmpfile_pad(&f, (align - pos % align) % align, 0);
     for (size_t i = 0; i < w->n_t; i++) {
         const struct wtensor *t = &w->t[i];
-        moe_tmpfile_write(&f, t->data, t->nbytes);
+        if (t->fill) write_filled(&f, t);
+        else moe_tmpfile_write(&f, t->data, t->nbytes);
         moe_tmpfile_pad(&f, (align - t->nbytes % align) % align, 0);
     }
     return moe_tmpfile_commit(&f, err, errlen);

@@ -16,6 +16,7 @@
 #include "../bench/bench.h"
 #include "../simd/kernels.h"
 #include "cli.h"
+#include "cli_pager.h"
 #include "moecpu.h"
 #include "threads.h"
 
@@ -104,6 +105,7 @@ struct model_opts {
     long long ctx;
     enum moe_kv_type kv_type;
     struct cli_text_opts text; /* run, chat, perplexity -f (src/cli.h) */
+    struct moe_cli_pager pager;
 };
 
 /* Parse "1,2,3" into *out (malloc'd).  Non-numbers, negatives and values
@@ -181,6 +183,12 @@ static int parse_model_opts(const char *cmd, int argc, char **argv, struct model
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             help(stdout);
             return 1;
+        }
+        const int pc = moe_cli_pager_parse(cmd, &o->pager, a, val);
+        if (pc < 0) return 2;
+        if (pc > 0) {
+            i += pc - 1;
+            continue;
         }
         if (!strcmp(a, "--print-ids")) {
             o->print_ids = 1;
@@ -323,6 +331,7 @@ static int open_model(const char *cmd, const struct model_opts *o, int64_t n_tok
     mp.n_threads = o->threads;
     mp.progress = on_progress;
     mp.progress_user = &lp;
+    moe_cli_pager_apply(&o->pager, &mp);
     if (access(o->model, F_OK) != 0) {
         fprintf(stderr, "moecpu %s: model '%s' not found: give -m a Hugging Face directory or a .gguf file\n", cmd,
                 o->model);
@@ -370,6 +379,12 @@ int cli_open_model(const char *cmd, const struct model_opts *o, int64_t n_tokens
     return rc;
 }
 
+void cli_close_model(const char *cmd, const struct model_opts *o, struct moe_model *m)
+{
+    if (m) moe_cli_pager_report(&o->pager, m, cmd);
+    moe_model_free(m);
+}
+
 double cli_now(void) { return now_sec(); }
 
 static int check_ids(const char *cmd, const struct moe_model *m, const int32_t *ids, int64_t n)
@@ -400,6 +415,7 @@ static void eval_help(FILE *f)
             "  --ctx N           KV cache size in tokens (default: the number of ids)\n"
             "  --kv-type T       KV cache type: f32 (default) or bf16\n"
             "  --batch N         tokens per prefill batch (default 64)\n");
+    moe_cli_pager_help(f);
 }
 
 static void run_help(FILE *f)
@@ -443,6 +459,7 @@ static void chat_help(FILE *f)
             "  --ctx N           KV cache size in tokens (default 4096)\n"
             "  --kv-type T       KV cache type: f32 (default) or bf16\n"
             "  --batch N         tokens per prefill batch (default 64)\n");
+    moe_cli_pager_help(f);
 }
 
 /* Little-endian float32 rows. */
@@ -528,6 +545,7 @@ done:
     free(tmp);
     free(ids);
     moe_context_free(c);
+    moe_cli_pager_report(&o.pager, m, "eval");
     moe_model_free(m);
     return rc;
 }
@@ -595,6 +613,7 @@ done:
     moe_sampler_free(smp);
     free(ids);
     moe_context_free(c);
+    moe_cli_pager_report(&o.pager, m, "run");
     moe_model_free(m);
     return rc;
 }
@@ -627,6 +646,7 @@ static void perplexity_help(FILE *f)
             "  --ctx N                KV cache size in tokens (default: the number of ids)\n"
             "  --kv-type T            KV cache type: f32 (default) or bf16\n"
             "  --batch N              tokens per prefill batch (default 64)\n");
+    moe_cli_pager_help(f);
 }
 
 static int cmd_perplexity(int argc, char **argv)
@@ -685,6 +705,7 @@ static int cmd_perplexity(int argc, char **argv)
 done:
     free(ids);
     moe_context_free(c);
+    moe_cli_pager_report(&o.pager, m, "perplexity");
     moe_model_free(m);
     return rc;
 }
@@ -695,6 +716,8 @@ static int cmd_bench(int argc, char **argv)
         return moe_bench_kernels(argc - 1, argv + 1);
     if (argc >= 1 && !strcmp(argv[0], "tokenizer"))
         return moe_bench_tokenizer(argc - 1, argv + 1);
+    if (argc >= 1 && !strcmp(argv[0], "pager-replay"))
+        return moe_bench_pager_replay(argc - 1, argv + 1);
     if (argc >= 1 && (!strcmp(argv[0], "-h") || !strcmp(argv[0], "--help"))) {
         printf("usage: moecpu bench -m MODEL [options]   model speed (moecpu bench -m X --help)\n"
                "       moecpu bench kernels [options]   kernel speed (moecpu bench kernels --help)\n"

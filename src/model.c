@@ -5,12 +5,15 @@
  */
 #include "model.h"
 
+#include "pager.h"
+
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 _Static_assert(MOECPU_OK == MOE_OK && MOECPU_ERR_IO == MOE_ERR_IO && MOECPU_ERR_FORMAT == MOE_ERR_FORMAT &&
                    MOECPU_ERR_NOT_FOUND == MOE_ERR_NOT_FOUND && MOECPU_ERR_TYPE == MOE_ERR_TYPE &&
@@ -347,6 +350,63 @@ static void progress(const struct moe_model_params *p, const char *stage, double
     if (p && p->progress) p->progress(p->progress_user, stage, f);
 }
 
+/* ---- the expert pager (src/pager.c) */
+
+/* Physical RAM in bytes (0 when unknown). */
+static size_t ram_bytes(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && size > 0 ? (size_t)pages * (size_t)size : 0;
+}
+
+#define PAGER_DEFAULT_MODE MOE_PAGER_DIRECT
+
+/* AUTO: no pager when the weights fit in 80% of RAM; else the default
+ * mode with a budget of 70% of RAM less the other weights.  A budget
+ * without a mode means the default mode; a trace alone, a counting-only
+ * pager. */
+static int model_pager_open(struct moe_model *m, const struct moe_model_params *p, char *err, size_t errlen)
+{
+    if (!p || m->cfg.n_routed_experts <= 0) return MOE_OK;
+    int mode = p->pager_mode;
+    size_t budget = p->mem_budget;
+    struct moe_model_info info;
+    moe_model_get_info(m, &info);
+    if (mode < MOE_PAGER_AUTO || mode > MOE_PAGER_DIRECT)
+        return moe_errorf(err, errlen, MOE_ERR_INVALID, "unknown pager mode %d", mode);
+    if (mode == MOE_PAGER_AUTO) {
+        const size_t ram = ram_bytes(), other = info.weight_bytes - info.routed_expert_bytes;
+        if (budget > 0) {
+            mode = PAGER_DEFAULT_MODE;
+        } else if (ram && (double)info.weight_bytes > 0.8 * (double)ram) {
+            mode = PAGER_DEFAULT_MODE;
+            budget = (size_t)(0.7 * (double)ram) > other ? (size_t)(0.7 * (double)ram) - other : info.routed_expert_bytes / 8;
+        } else {
+            mode = MOE_PAGER_OFF;
+        }
+    }
+    if (mode == MOE_PAGER_OFF && !p->trace_routing) return MOE_OK;
+    if (budget == 0) budget = SIZE_MAX;
+    return moe_pager_create(&m->pager, m, mode, budget, p->pager_policy, p->lookahead, p->io_threads,
+                            p->trace_routing, err, errlen);
+}
+
+void moe_model_pager_stats(const struct moe_model *m, struct moe_pager_stats *s)
+{
+    if (m->pager) {
+        moe_pager_get_stats(m->pager, s);
+        return;
+    }
+    memset(s, 0, sizeof *s);
+    s->mode = MOE_PAGER_OFF;
+    s->budget_bytes = SIZE_MAX;
+}
+
+int64_t moe_model_pager_history(const struct moe_model *m, struct moe_pager_stats *out, int64_t max)
+{
+    return m->pager ? moe_pager_get_history(m->pager, out, max) : 0;
+}
+
 int moe_model_open(struct moe_model **out, const char *path, const struct moe_model_params *p, char *err,
                    size_t errlen)
 {
@@ -374,6 +434,7 @@ int moe_model_open(struct moe_model **out, const char *path, const struct moe_mo
         rc = moe_errorf(err, errlen, MOE_ERR_NOMEM, "cannot start %d threads", nt);
         goto fail;
     }
+    if ((rc = model_pager_open(m, p, err, errlen))) goto fail;
     progress(p, "ready", 1.0);
     *out = m;
     return MOE_OK;
@@ -385,6 +446,7 @@ fail:
 void moe_model_free(struct moe_model *m)
 {
     if (!m) return;
+    moe_pager_free(m->pager);
     if (m->layers) {
         for (int i = 0; i < m->cfg.n_layers; i++) {
             struct moe_layer *L = &m->layers[i];

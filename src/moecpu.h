@@ -42,15 +42,36 @@ struct moe_context;
  * fraction in [0, 1].  Called from the thread that opens the model. */
 typedef void (*moe_progress_fn)(void *user, const char *stage, double fraction);
 
+/* The expert pager (src/pager.c): how routed experts get into RAM. */
+enum moe_pager_mode {
+    MOE_PAGER_AUTO = 0,   /* off when the weights fit in RAM; else on (default I/O) with an automatic budget */
+    MOE_PAGER_OFF = 1,    /* plain mmap: the kernel faults experts in on first touch */
+    MOE_PAGER_MMAP = 2,   /* stay on the mapping: MADV_WILLNEED + MADV_POPULATE_READ from I/O threads */
+    MOE_PAGER_PREAD = 3,  /* pread into a fixed pool of expert slots (page cache dropped after reading) */
+    MOE_PAGER_DIRECT = 4, /* like PREAD, with O_DIRECT (bypasses the page cache) */
+};
+enum moe_pager_policy {
+    MOE_POLICY_FREQ = 0,  /* evict the lowest decayed use frequency (half-life in tokens), ties by age */
+    MOE_POLICY_LRU = 1,   /* evict the least recently used */
+};
+
 struct moe_model_params {
     const char *isa;           /* kernel table or family name ("scalar", "avx2", ...); NULL or "auto":
                                 * the process default (MOECPU_ISA, else the best runnable) */
     int n_threads;             /* threads of the pool, counting the caller; <= 0: physical cores */
     moe_progress_fn progress;  /* may be NULL */
     void *progress_user;
+    /* expert pager */
+    int pager_mode;            /* enum moe_pager_mode */
+    size_t mem_budget;         /* bytes of routed experts kept resident; 0: none (AUTO: automatic) */
+    int pager_policy;          /* enum moe_pager_policy */
+    int lookahead;             /* experts per MoE layer prefetched with the next layer's router; 0: off */
+    int io_threads;            /* pager I/O threads; <= 0: 8 */
+    const char *trace_routing; /* write "token layer e1 e2 ..." lines here (NULL: no trace) */
 };
 
-/* Defaults: isa NULL, n_threads 0, no progress. */
+/* Defaults: isa NULL, n_threads 0, no progress, pager AUTO without budget,
+ * FREQ policy, no look-ahead, no trace. */
 void moe_model_params_init(struct moe_model_params *p);
 
 /* Open `path`: a directory (HF safetensors + config.json) or a GGUF file.
@@ -82,6 +103,28 @@ struct moe_model_info {
     size_t embedding_bytes;    /* of which the embedding table a token reads one row of (0 when tied to lm_head) */
 };
 void moe_model_get_info(const struct moe_model *m, struct moe_model_info *info);
+
+/* Pager counters: totals since open (moe_model_pager_stats) or one eval
+ * batch's deltas (moe_model_pager_history).  Without a pager all are 0
+ * (mode OFF); a pager that only traces (--pager off with a trace) counts
+ * every expert a layer needs as a hit and reads nothing. */
+struct moe_pager_stats {
+    int mode;                  /* enum moe_pager_mode in use: OFF when there is no pager */
+    int64_t tokens;            /* tokens evaluated */
+    uint64_t hits, misses;     /* routed experts a batch needed in a layer: resident, or read on demand */
+    uint64_t prefetches;       /* experts read by look-ahead */
+    uint64_t prefetch_hits;    /* of the hits, experts a look-ahead brought in */
+    uint64_t evictions;
+    uint64_t bytes_read;       /* routed-expert bytes read: (misses + prefetches) x their sizes */
+    double stall_sec;          /* time the forward pass waited for expert reads */
+    size_t resident_bytes;     /* routed-expert bytes the pager holds now */
+    size_t budget_bytes;       /* SIZE_MAX: unbounded */
+};
+void moe_model_pager_stats(const struct moe_model *m, struct moe_pager_stats *s);
+/* The deltas of each eval batch so far (a decode step is one batch of one
+ * token), oldest first, at most max of them into out (out may be NULL);
+ * returns how many there are (at most 1 << 20 are kept). */
+int64_t moe_model_pager_history(const struct moe_model *m, struct moe_pager_stats *out, int64_t max);
 
 enum moe_kv_type { MOE_KV_F32 = 0, MOE_KV_BF16 = 1 };
 

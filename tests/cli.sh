@@ -62,6 +62,11 @@ check "decode bad id"        2 "entry 3 of the input is not a token id below 6" 
 check "bench tokenizer help" 0 "usage: moecpu bench tokenizer" -- bench tokenizer --help
 check "bench tokenizer args" 2 "-m MODEL and -f FILE are required" -- bench tokenizer -m "$tk"
 rm -rf "$tk"
+check "bad --mem-budget"   2 "--mem-budget 'lots' is not a size" -- eval -m x.gguf --token-ids 1 --logits-out y --mem-budget lots
+check "bad --pager"        2 "--pager 'swap' unknown"   -- run -m x.gguf --token-ids 1 --print-ids --pager swap
+check "bad --pager-policy" 2 "--pager-policy 'mru' unknown" -- bench -m x.gguf --pager-policy mru
+check "pager help"         0 "--mem-budget SIZE"        -- eval --help
+check "replay no trace"    2 "--trace FILE is required" -- bench pager-replay
 # A table that is built but not runnable must be an error, not SIGILL.
 "${runner[@]}" "$bin" info > /tmp/moecpu-cli-info.$$ 2>&1
 notrun=$(sed -n 's/^  \([a-z0-9_]*\) *NOT here.*/\1/p' /tmp/moecpu-cli-info.$$ | head -1)

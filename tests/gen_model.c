@@ -186,6 +186,8 @@ struct dims {
     double yarn_factor, beta_fast, beta_slow, mscale, mscale_all;
     int64_t yarn_orig, max_pos;
     double router_std_mult;   /* router weight std = mult / sqrt(hidden) */
+    double zipf;              /* --zipf S: correction bias -S * ln(rank + 1) */
+    bool stream_experts;      /* --stream-experts: routed experts made while writing */
 };
 
 /* What a tensor is decides how each format stores it. */
@@ -341,8 +343,27 @@ static void add_layer(struct model *m, int L, double skew)
             for (int i = 0; i < k; i++) b->data[perm[i]] += (float)skew;
             free(perm);
         }
+        if (d->zipf != 0.0) {
+            /* Zipf-like popularity: the expert of rank r (a random order per
+             * layer) gets -S * ln(r + 1), so a few experts win most tokens
+             * and the rest fall off smoothly. */
+            int n = d->experts;
+            int *perm = xmalloc((size_t)n * sizeof *perm);
+            for (int i = 0; i < n; i++) perm[i] = i;
+            char sname[300];
+            snprintf(sname, sizeof sname, "%s#zipf", name);
+            uint64_t s = stream_seed(m->seed, sname);
+            for (int i = n - 1; i > 0; i--) {
+                int j = (int)(splitmix64(&s) % (uint64_t)(i + 1));
+                int tmp = perm[i];
+                perm[i] = perm[j];
+                perm[j] = tmp;
+            }
+            for (int r = 0; r < n; r++) b->data[perm[r]] -= (float)(d->zipf * log((double)r + 1.0));
+            free(perm);
+        }
     }
-    for (int e = 0; e < d->experts; e++) {
+    for (int e = 0; e < d->experts && !d->stream_experts; e++) {
         snprintf(name, sizeof name, "%s.mlp.experts.%d", p, e);
         add_mlp(m, name, d->hidden, d->moe_inter);
     }
@@ -983,6 +1004,38 @@ static void g_tensor(struct gw *g, const char *name, bool force_f32, int n_dims,
     gchk(moe_gguf_writer_add_tensor(g->w, name, type, n_dims, shape, p, nbytes), name);
 }
 
+/* --stream-experts: a stacked Q8_0 expert tensor [experts][rows][cols]
+ * made block by block while it is written (a model far larger than RAM).
+ * Row i's blocks come from their own stream (seed, tensor name, i): int8
+ * uniform in [-127, 127], scale std * sqrt(3) / 127 with std
+ * 1/sqrt(cols), the statistics of the masters' uniform init. */
+struct stream_fill {
+    uint64_t seed;
+    int64_t cols;
+    uint16_t scale;            /* fp16 */
+};
+
+static void stream_fill_rows(void *user, void *buf, size_t offset, size_t n)
+{
+    const struct stream_fill *sf = user;
+    const size_t row_bytes = (size_t)(sf->cols / 32) * MOE_Q8_0_BYTES;
+    unsigned char *o = buf;
+    for (size_t r = offset / row_bytes; n >= row_bytes; r++, n -= row_bytes) {
+        uint64_t s = sf->seed ^ ((uint64_t)r * 0xD1B54A32D192ED03ull);
+        for (int64_t b = 0; b < sf->cols / 32; b++) {
+            memcpy(o, &sf->scale, 2);  /* little-endian fp16, as the reader expects on this host */
+            for (int k = 0; k < 32; k += 8) {
+                uint64_t v = splitmix64(&s);
+                for (int i = 0; i < 8; i++, v >>= 8) {
+                    int8_t q = (int8_t)(v & 0xFF);
+                    o[2 + k + i] = (unsigned char)(q == -128 ? -127 : q);
+                }
+            }
+            o += MOE_Q8_0_BYTES;
+        }
+    }
+}
+
 static const struct mtensor *need(const struct model *m, const char *name)
 {
     const struct mtensor *t = model_find(m, name);
@@ -1130,7 +1183,21 @@ static void write_gguf(const struct model *m, enum format fmt, const char *path,
         /* Routed experts stacked [n_expert][rows][cols], in convert's order
          * down, gate, up. */
         static const char *const w[] = {"down", "gate", "up"};
-        for (int i = 0; i < 3; i++) {
+        for (int i = 0; i < 3 && d->stream_experts; i++) {
+            const int64_t rows = i == 0 ? d->hidden : d->moe_inter, cols = i == 0 ? d->moe_inter : d->hidden;
+            struct stream_fill *sf = keep(&g.k, xmalloc(sizeof *sf));
+            snprintf(gg, sizeof gg, "blk.%d.ffn_%s_exps.weight", L, w[i]);
+            sf->seed = stream_seed(m->seed, gg);
+            sf->cols = cols;
+            sf->scale = moe_f32_to_f16((float)(sqrt(3.0) / sqrt((double)cols) / 127.0));
+            const int64_t shape[3] = {d->experts, rows, cols};
+            const size_t row_bytes = (size_t)(cols / 32) * MOE_Q8_0_BYTES;
+            gchk(moe_gguf_writer_add_tensor_fill(g.w, gg, MOE_W_Q8_0, 3, shape,
+                                                 row_bytes * (size_t)rows * (size_t)d->experts, stream_fill_rows, sf,
+                                                 row_bytes),
+                 gg);
+        }
+        for (int i = 0; i < 3 && !d->stream_experts; i++) {
             snprintf(hf, sizeof hf, "model.layers.%d.mlp.experts.0.%s_proj.weight", L, w[i]);
             const struct mtensor *e0 = need(m, hf);
             int64_t rows = e0->shape[0], cols = e0->shape[1], per = rows * cols;
@@ -1208,6 +1275,10 @@ static void usage(FILE *f)
           "  --nope N --rope N --v-head N   head dims (32, 16, 32)\n"
           "  --mtp N           MTP layers after the main ones (HF only; GGUF skips them like convert)\n"
           "  --skew X          v3: add X to the correction bias of a quarter of each layer's experts\n"
+          "  --zipf S          v3: Zipf-like expert popularity: the expert of rank r (random order\n"
+          "                    per layer) gets -S*ln(r+1) added to its correction bias\n"
+          "  --stream-experts  gguf-q8_0: routed experts drawn directly as Q8_0 blocks while the file\n"
+          "                    is written (never held in memory: for models larger than RAM)\n"
           "  --router-std X    router logit spread (default 2.0)\n"
           "  --zero-expert L:E zero routed expert E of layer L (repeatable)\n"
           "  --round none|bf16|fp8  round the master weights as hf-bf16 / hf-fp8 store them, so\n"
@@ -1300,7 +1371,7 @@ static void set_style_defaults(struct dims *d, enum style st)
 int main(int argc, char **argv)
 {
     const char *style_s = NULL, *format_s = NULL, *out = NULL, *round_s = NULL, *tokenizer = NULL, *tok_pre = NULL;
-    bool have_seed = false, mla_split = false, check = true;
+    bool have_seed = false, mla_split = false, check = true, stream = false;
     uint64_t seed = 0;
     int shards = 0;
     double skew = 0.0;
@@ -1309,7 +1380,7 @@ int main(int argc, char **argv)
     long long o_layers = -1, o_vocab = -1, o_hidden = -1, o_heads = -1, o_experts = -1, o_topk = -1, o_ngroup = -1,
               o_topkg = -1, o_shared = -1, o_dense = -1, o_inter = -1, o_moe_inter = -1, o_qlora = -1,
               o_kvlora = -1, o_nope = -1, o_rope = -1, o_v = -1, o_mtp = -1;
-    double o_router_std = -1.0;
+    double o_router_std = -1.0, o_zipf = 0.0;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -1319,6 +1390,7 @@ int main(int argc, char **argv)
         }
         if (!strcmp(a, "--mla-split")) { mla_split = true; continue; }
         if (!strcmp(a, "--no-check")) { check = false; continue; }
+        if (!strcmp(a, "--stream-experts")) { stream = true; continue; }
         if (i + 1 >= argc) die("%s needs a value (or unknown option; see --help)", a);
         const char *v = argv[++i];
         if (!strcmp(a, "--style")) style_s = v;
@@ -1337,6 +1409,7 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--shards")) shards = (int)parse_int(a, v, 1, 10000);
         else if (!strcmp(a, "--skew")) skew = parse_double(a, v);
         else if (!strcmp(a, "--router-std")) o_router_std = parse_double(a, v);
+        else if (!strcmp(a, "--zipf")) o_zipf = parse_double(a, v);
         else if (!strcmp(a, "--zero-expert")) {
             int l, e;
             char tail;
@@ -1414,6 +1487,11 @@ int main(int argc, char **argv)
     OVR(o_mtp, mtp);
 #undef OVR
     if (o_router_std >= 0.0) d->router_std_mult = o_router_std;
+    d->zipf = o_zipf;
+    d->stream_experts = stream;
+    if (stream && (fmt != FMT_GGUF_Q8_0 || n_zero || d->mtp))
+        die("--stream-experts is for gguf-q8_0 without --zero-expert or --mtp");
+    if (stream && (d->hidden % 32 || d->moe_inter % 32)) die("--stream-experts needs --hidden and --moe-inter divisible by 32");
     if (o_ngroup >= 0 && o_topkg < 0 && d->topk_group > d->n_group) d->topk_group = d->n_group;
 
     /* Consistency (moecpu's config validation repeats most of it). */
@@ -1426,6 +1504,7 @@ int main(int argc, char **argv)
     if (d->shared < 1) die("--shared must be >= 1 (llama.cpp's deepseek2 needs the shared expert tensors)");
     if (d->vocab < 2) die("--vocab must be >= 2");
     if (skew != 0.0 && !d->sigmoid) die("--skew needs the v3 style (it acts through the correction bias)");
+    if (d->zipf != 0.0 && !d->sigmoid) die("--zipf needs the v3 style (it acts through the correction bias)");
     if (d->mtp > 0 && d->q_lora == 0) die("--mtp: MTP layers are a V3 feature (q LoRA needed)");
     for (int i = 0; i < n_zero; i++)
         if (zero_l[i] < d->first_dense || zero_l[i] >= d->layers + d->mtp || zero_e[i] >= d->experts)

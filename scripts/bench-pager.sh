@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# scripts/bench-pager.sh — decode speed on a model larger than RAM: moecpu
+# with the expert pager (each I/O mode), moecpu with the pager off (plain
+# mmap), and llama.cpp (node-llama-cpp, scripts/llama-ref) on the same GGUF,
+# plus the storage bound measured in the same run.
+#
+#   scripts/bench-pager.sh MODEL.gguf [N_TOKENS=32] [BUDGET=16G] [ROUNDS=1]
+#   CONFIGS="direct pread mmap off llama" (default): pager modes, off = plain
+#   mmap, llama = llama.cpp; MODE+laN adds --lookahead N.
+#
+# Every run starts with the model's page cache dropped (dd iflag=nocache,
+# no root needed) and is wrapped in flock /work/bench.lock (or $BENCH_LOCK).
+# Per run it prints tokens/s of N single-token decode steps from position 0
+# (pseudo-random ids, the same for every engine) and the bytes the process
+# read from storage per token (getrusage inblock x 512, via /usr/bin/time:
+# includes loading the non-expert weights).  The disk bound is the O_DIRECT
+# sequential read speed of 4 GiB of the file (dd) divided by the routed
+# bytes the pager missed per token.  Generate the model with, e.g.:
+#   build/gen_model --style v3 --format gguf-q8_0 --seed 2026 --out big.gguf --hidden 7168 \
+#     --moe-inter 2048 --experts 256 --topk 8 --n-group 8 --topk-group 4 --layers 4 --dense 1 \
+#     --inter 2048 --heads 16 --q-lora 1536 --kv-lora 512 --nope 128 --rope 64 --v-head 128 \
+#     --vocab 1024 --zipf 0.05 --stream-experts
+set -u
+model=${1:?usage: scripts/bench-pager.sh MODEL.gguf [N_TOKENS] [BUDGET] [ROUNDS]}
+n=${2:-32}
+budget=${3:-16G}
+rounds=${4:-1}
+lock=${BENCH_LOCK:-/work/bench.lock}
+bin=${MOECPU_BIN:-./moecpu}
+threads=${THREADS:-2}
+configs=${CONFIGS:-"direct pread mmap off llama"}
+
+drop() { dd if="$model" iflag=nocache count=0 status=none; }
+
+disk_bw() { # GB/s of O_DIRECT reads: 8 parallel streams (as the pager's 8 I/O threads) of 4 MiB blocks, 4 GiB in all
+  local blocks per t0 t1
+  blocks=$(( $(stat -c %s "$model") / 4194304 ))
+  per=$(( blocks / 8 < 128 ? blocks / 8 : 128 ))
+  t0=$(date +%s.%N)
+  flock "$lock" bash -c "for i in 0 1 2 3 4 5 6 7; do dd if='$model' of=/dev/null bs=4M count=$per skip=\$(( i * $blocks / 8 )) iflag=direct status=none & done; wait"
+  t1=$(date +%s.%N)
+  awk -v b=$(( per * 8 * 4194304 )) -v a="$t0" -v z="$t1" 'BEGIN {printf "%.3f", b / (z - a) / 1e9}'
+}
+
+run() { # config -> one line: config tps bytes_per_token missed_per_token
+  local cfg=$1 out tps inb miss wall
+  local tmp; tmp=$(mktemp)
+  drop
+  if [ "$cfg" = llama ]; then
+    flock "$lock" /usr/bin/time -f "INBLOCK %I WALL %e" node bench/llama-decode.mjs "$model" -n "$n" --threads "$threads" \
+      > "$tmp.out" 2> "$tmp"
+    tps=$(sed -n 's/.*"tg_tps":\([0-9.e+-]*\).*/\1/p' "$tmp.out")
+    miss=NA
+  else
+    local opts=(--pager "${cfg%%+*}")    # MODE or MODE+laN: with --lookahead N
+    case "$cfg" in *+la*) opts+=(--lookahead "${cfg##*+la}") ;; esac
+    [ "$cfg" = off ] || opts+=(--mem-budget "$budget" --pager-stats)
+    flock "$lock" /usr/bin/time -f "INBLOCK %I WALL %e" "$bin" bench -m "$model" -p 0 -n "$n" -r 1 -t "$threads" --json \
+      "${opts[@]}" > "$tmp.out" 2> "$tmp"
+    tps=$(sed -n 's/.*"tg_tps":\([0-9.e+-]*\).*/\1/p' "$tmp.out")
+    miss=$(sed -n 's/.*, total: .* read \([0-9.]*\) MiB .*/\1/p' "$tmp" | awk -v n="$n" '{printf "%.1f", $1 * 1048576 / n / 1e6}')
+    [ -n "$miss" ] || miss=NA
+    grep -E "total:" "$tmp" >&2
+  fi
+  inb=$(sed -n 's/^INBLOCK \([0-9]*\).*/\1/p' "$tmp")
+  wall=$(sed -n 's/^INBLOCK .* WALL \([0-9.]*\)/\1/p' "$tmp")
+  if [ -z "$tps" ]; then echo "bench-pager: $cfg failed:" >&2; cat "$tmp" "$tmp.out" >&2; rm -f "$tmp" "$tmp.out"; return 1; fi
+  printf '%s %s %s %s %s\n' "$cfg" "$tps" "$(awk -v b="$inb" -v n="$n" 'BEGIN {printf "%.1f", b * 512 / n / 1e6}')" "$miss" "$wall"
+  rm -f "$tmp" "$tmp.out"
+}
+
+echo "model $model ($(du -h --apparent-size "$model" | cut -f1)), RAM $(free -g | awk '/Mem:/ {print $2}') GiB," \
+     "$n decode tokens, budget $budget, $threads threads"
+printf '%-8s %10s %14s %14s %10s %12s\n' config tok/s "MB read/tok" "MB missed/tok" disk-GB/s "wall s (all)"
+for r in $(seq "$rounds"); do
+  for cfg in $configs; do
+    bw=$(disk_bw)
+    line=$(run "$cfg") || continue
+    set -- $line
+    printf '%-8s %10.3f %14s %14s %10s %12s\n' "$1" "$2" "$3" "$4" "$bw" "$5"
+    if [ "$4" != NA ]; then
+      awk -v t="$2" -v m="$4" -v b="$bw" 'BEGIN {bound = b * 1e3 / m; printf "         storage bound %.3f tok/s: %.0f%% of it\n", bound, 100 * t / bound}'
+    fi
+  done
+done
