@@ -6,6 +6,7 @@
 #include <math.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include "cli.h"
 #include "cli_pager.h"
 #include "moecpu.h"
+#include "model_files.h"
 #include "threads.h"
 
 #define MOECPU_VERSION "0.1.0"
@@ -463,20 +465,22 @@ static void chat_help(FILE *f)
 }
 
 /* Little-endian float32 rows. */
-static int write_floats(FILE *fp, const float *v, size_t n)
+static void write_floats(struct moe_tmpfile *f, const float *v, size_t n)
 {
     const uint32_t one = 1;
     unsigned char first;
     memcpy(&first, &one, 1);
-    if (first) return fwrite(v, sizeof(float), n, fp) == n ? 0 : -1;
+    if (first) {
+        moe_tmpfile_write(f, v, n * sizeof(float));
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         uint32_t u;
         memcpy(&u, &v[i], 4);
         unsigned char b[4] = {(unsigned char)u, (unsigned char)(u >> 8), (unsigned char)(u >> 16),
                               (unsigned char)(u >> 24)};
-        if (fwrite(b, 1, 4, fp) != 4) return -1;
+        moe_tmpfile_write(f, b, 4);
     }
-    return 0;
 }
 
 static int cmd_eval(int argc, char **argv)
@@ -500,19 +504,15 @@ static int cmd_eval(int argc, char **argv)
     struct moe_model_info info;
     moe_model_get_info(m, &info);
     char err[1024];
-    char *tmp = NULL;
-    FILE *fp = NULL;
+    struct moe_tmpfile out;
+    bool out_open = false;
     rc = 1;
     if (check_ids("eval", m, ids, n)) goto done;
-    tmp = malloc(strlen(o.logits_out) + 5);
-    if (!tmp) goto done;
-    sprintf(tmp, "%s.tmp", o.logits_out);
-    fp = fopen(tmp, "wb");
-    if (!fp) {
-        fprintf(stderr, "moecpu eval: cannot write '%s': %s (check the directory exists and is writable)\n", tmp,
-                strerror(errno));
+    if (moe_tmpfile_open(&out, o.logits_out, err, sizeof err)) {
+        fprintf(stderr, "moecpu eval: %s (check the directory exists and is writable)\n", err);
         goto done;
     }
+    out_open = true;
     /* In batch-sized pieces so the logits of a long input never sit in memory at once. */
     const int64_t step = o.batch > 0 ? o.batch : 64;
     for (int64_t i = 0; i < n; i += step) {
@@ -523,26 +523,16 @@ static int cmd_eval(int argc, char **argv)
         }
         int64_t rows;
         const float *lg = moe_context_logits(c, &rows);
-        if (write_floats(fp, lg, (size_t)rows * (size_t)info.vocab_size)) {
-            fprintf(stderr, "moecpu eval: writing '%s' failed: %s\n", tmp, strerror(errno));
-            goto done;
-        }
+        write_floats(&out, lg, (size_t)rows * (size_t)info.vocab_size);
     }
-    if (fclose(fp) != 0) {
-        fp = NULL;
-        fprintf(stderr, "moecpu eval: writing '%s' failed: %s\n", tmp, strerror(errno));
-        goto done;
-    }
-    fp = NULL;
-    if (rename(tmp, o.logits_out) != 0) {
-        fprintf(stderr, "moecpu eval: cannot rename '%s' to '%s': %s\n", tmp, o.logits_out, strerror(errno));
+    out_open = false;
+    if (moe_tmpfile_commit(&out, err, sizeof err)) {
+        fprintf(stderr, "moecpu eval: %s\n", err);
         goto done;
     }
     rc = 0;
 done:
-    if (fp) fclose(fp);
-    if (rc && tmp) remove(tmp);
-    free(tmp);
+    if (out_open) moe_tmpfile_abort(&out);
     free(ids);
     moe_context_free(c);
     moe_cli_pager_report(&o.pager, m, "eval");

@@ -204,6 +204,21 @@ int moe_tmpfile_open(struct moe_tmpfile *f, const char *path, char *err, size_t 
     memcpy(f->path, path, n + 1);
     memcpy(f->tmp, path, n);
     memcpy(f->tmp + n, ".tmp", 5);
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        /* A device or pipe (/dev/null, /dev/stdout, a FIFO): write to it
+         * directly; renaming a temp file over it would replace it. */
+        free(f->tmp);
+        f->tmp = NULL;
+        f->fp = fopen(path, "wb");
+        if (!f->fp) {
+            int e = errno;
+            free(f->path);
+            f->path = NULL;
+            return moe_errorf(err, errlen, MOE_ERR_IO, "%s: cannot open for writing: %s", path, strerror(e));
+        }
+        return MOE_OK;
+    }
     f->fp = fopen(f->tmp, "wb");
     if (!f->fp) {
         int e = errno;
@@ -246,12 +261,12 @@ int moe_tmpfile_commit(struct moe_tmpfile *f, char *err, size_t errlen)
     if (fclose(f->fp) != 0 && !e) e = errno ? errno : EIO;
     f->fp = NULL;
     if (e) {
-        unlink(f->tmp);
-        moe_errorf(err, errlen, MOE_ERR_IO, "%s: write failed: %s", f->tmp, strerror(e));
+        if (f->tmp) unlink(f->tmp);
+        moe_errorf(err, errlen, MOE_ERR_IO, "%s: write failed: %s", f->tmp ? f->tmp : f->path, strerror(e));
         tmpfile_release(f);
         return MOE_ERR_IO;
     }
-    if (rename(f->tmp, f->path) != 0) {
+    if (f->tmp && rename(f->tmp, f->path) != 0) {
         e = errno;
         unlink(f->tmp);
         moe_errorf(err, errlen, MOE_ERR_IO, "%s: cannot rename to %s: %s", f->tmp, f->path, strerror(e));

@@ -124,7 +124,9 @@ int moe_map_file(const char *path, const uint8_t **map, size_t *size, char *err,
 void moe_unmap_file(const uint8_t *map, size_t size);
 
 /* Writers: open "<path>.tmp" for writing; commit = fclose + rename over
- * path (any earlier write error is reported then); abort = fclose + unlink. */
+ * path (any earlier write error is reported then); abort = fclose + unlink.
+ * When path exists and is not a regular file (/dev/null, a FIFO), it is
+ * written directly (tmp is NULL) so it is never replaced. */
 struct moe_tmpfile {
     void *fp;                  /* FILE * */
     char *path, *tmp;

@@ -716,34 +716,41 @@ static void load_tokenizer_json(struct vocab *v, const char *path, int64_t n)
     free(cfg);
 }
 
+/* Temp file + rename (or straight into a device such as /dev/null): the
+ * engine's writer. */
+static void write_bytes(const char *path, const void *p, size_t n)
+{
+    char err[512];
+    struct moe_tmpfile f;
+    if (moe_tmpfile_open(&f, path, err, sizeof err)) die("%s", err);
+    moe_tmpfile_write(&f, p, n);
+    if (moe_tmpfile_commit(&f, err, sizeof err)) die("%s", err);
+}
+
 /* Copy a file byte for byte (for --tokenizer into an HF directory). */
 static void copy_file(const char *from, const char *to)
 {
     FILE *in = fopen(from, "rb");
     if (!in) die("%s: cannot open: %s", from, strerror(errno));
-    char *tmp = xfmt("%s.tmp", to);
-    FILE *out = fopen(tmp, "wb");
-    if (!out) die("%s: cannot create: %s", tmp, strerror(errno));
+    char err[512];
+    struct moe_tmpfile out;
+    if (moe_tmpfile_open(&out, to, err, sizeof err)) die("%s", err);
     char buf[1 << 16];
     size_t r;
-    while ((r = fread(buf, 1, sizeof buf, in)) > 0)
-        if (fwrite(buf, 1, r, out) != r) die("%s: write failed", tmp);
+    while ((r = fread(buf, 1, sizeof buf, in)) > 0) moe_tmpfile_write(&out, buf, r);
     if (ferror(in)) die("%s: read failed", from);
     fclose(in);
-    if (fclose(out) != 0) die("%s: write failed", tmp);
-    if (rename(tmp, to) != 0) die("%s: rename failed: %s", tmp, strerror(errno));
-    free(tmp);
+    if (moe_tmpfile_commit(&out, err, sizeof err)) die("%s", err);
 }
 
 /* ------------------------------------------------------------- JSON files */
 
 static void json_write(json_t *j, const char *path)
 {
-    char *tmp = xfmt("%s.tmp", path);
-    if (json_dump_file(j, tmp, JSON_INDENT(2) | JSON_REAL_PRECISION(10) | JSON_ENSURE_ASCII) != 0)
-        die("%s: cannot write", tmp);
-    if (rename(tmp, path) != 0) die("%s: rename to %s failed: %s", tmp, path, strerror(errno));
-    free(tmp);
+    char *text = json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(10) | JSON_ENSURE_ASCII);
+    if (!text) die("%s: cannot format JSON", path);
+    write_bytes(path, text, strlen(text));
+    free(text);
 }
 
 static void write_config_json(const struct dims *d, const char *dir, bool fp8)
