@@ -49,7 +49,7 @@ compare() {
 greedy() {
   local name=$1 ours=$2 refm=$3 a b
   a=$("$bin" run -m "$ours" --token-ids 0,5,77,300 -n 32 --temp 0 --print-ids 2>/dev/null)
-  node "$ref/logits.mjs" "$refm" --token-ids 0,5,77,300 --logits-out /dev/null --greedy 32 --ids-out "$tmp/g.ids" >/dev/null 2>&1
+  node "$ref/logits.mjs" "$refm" --token-ids 0,5,77,300 --greedy 32 --ids-out "$tmp/g.ids" >/dev/null 2>&1
   b=$(cat "$tmp/g.ids" 2>/dev/null)
   if [ -n "$a" ] && [ "$(echo $a)" = "$(echo $b)" ]; then ok "$name greedy 32 tokens"; else bad "$name greedy" "ours '$a' llama.cpp '$b'"; fi
 }

@@ -79,8 +79,15 @@ function parseArgs(argv) {
     return a;
 }
 
-// Write via a temporary file and rename, so a crash never leaves half a file.
+// Write via a temporary file and rename, so a crash never leaves half a file;
+// a device or FIFO (/dev/null) is written directly, never replaced.
 function writeAtomic(file, data) {
+    let st = null;
+    try { st = fs.statSync(file); } catch { /* does not exist yet */ }
+    if (st && !st.isFile()) {
+        fs.writeFileSync(file, data);
+        return;
+    }
     const tmp = `${file}.tmp${process.pid}`;
     fs.writeFileSync(tmp, data);
     fs.renameSync(tmp, file);
