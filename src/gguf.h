@@ -163,6 +163,10 @@ int moe_gguf_writer_add_tensor(struct moe_gguf_writer *w, const char *name, enum
  * first, exactly as it goes into the file. */
 int moe_gguf_writer_add_tensor_raw(struct moe_gguf_writer *w, const char *name, uint32_t ggml_type, int n_dims,
                                    const uint64_t *ne, const void *data, size_t nbytes);
+/* As moe_gguf_writer_add_tensor, the data produced by fill(user, ...) at
+ * write time (one tensor in memory at a time). */
+int moe_gguf_writer_add_tensor_fill(struct moe_gguf_writer *w, const char *name, enum moe_wtype type, int n_dims,
+                                    const int64_t *shape, size_t nbytes, moe_fill_fn fill, void *user);
 int moe_gguf_writer_write(struct moe_gguf_writer *w, const char *path, char *err, size_t errlen);
 
 #endif

@@ -19,6 +19,8 @@ struct wtensor {
     uint64_t ne[MOE_MAX_DIMS];
     const void *data;
     size_t nbytes;
+    moe_fill_fn fill;          /* or data produced at write time */
+    void *fill_user;
 };
 
 struct wkv {
@@ -34,6 +36,8 @@ struct moe_gguf_writer {
     struct moe_arena arena;
     int status;                /* first error of an add, or 0 */
     char msg[256];
+    moe_fill_fn pending_fill;  /* set by add_tensor_fill for the add it makes */
+    void *pending_user;
 };
 
 struct moe_gguf_writer *moe_gguf_writer_new(void)
@@ -255,7 +259,7 @@ int moe_gguf_writer_add_tensor_raw(struct moe_gguf_writer *w, const char *name, 
     if (w->status) return w->status;
     if (!name || !*name) return fail(w, MOE_ERR_INVALID, "empty tensor name", name);
     if (n_dims < 1 || n_dims > MOE_MAX_DIMS) return fail(w, MOE_ERR_INVALID, "n_dims must be 1..4", name);
-    if (nbytes && !data) return fail(w, MOE_ERR_INVALID, "no data", name);
+    if (nbytes && !data && !w->pending_fill) return fail(w, MOE_ERR_INVALID, "no data", name);
     for (size_t i = 0; i < w->n_t; i++)
         if (strcmp(w->t[i].name, name) == 0) return fail(w, MOE_ERR_INVALID, "tensor added twice", name);
     if (w->n_t == w->cap_t) {
@@ -274,6 +278,8 @@ int moe_gguf_writer_add_tensor_raw(struct moe_gguf_writer *w, const char *name, 
     for (int d = 0; d < n_dims; d++) t->ne[d] = ne[d];
     t->data = data;
     t->nbytes = nbytes;
+    t->fill = w->pending_fill;
+    t->fill_user = w->pending_user;
     w->n_t++;
     return 0;
 }
@@ -304,6 +310,19 @@ int moe_gguf_writer_add_tensor(struct moe_gguf_writer *w, const char *name, enum
         if (moe_mul_size(want, (size_t)ne[d], &want)) return fail(w, MOE_ERR_INVALID, "too big", name);
     if (want != nbytes) return fail(w, MOE_ERR_INVALID, "byte size does not match the shape", name);
     return moe_gguf_writer_add_tensor_raw(w, name, gt, n_dims, ne, data, nbytes);
+}
+
+int moe_gguf_writer_add_tensor_fill(struct moe_gguf_writer *w, const char *name, enum moe_wtype type, int n_dims,
+                                    const int64_t *shape, size_t nbytes, moe_fill_fn fill, void *user)
+{
+    if (w->status) return w->status;
+    if (!fill) return fail(w, MOE_ERR_INVALID, "no fill function", name);
+    w->pending_fill = fill;
+    w->pending_user = user;
+    int rc = moe_gguf_writer_add_tensor(w, name, type, n_dims, shape, NULL, nbytes);
+    w->pending_fill = NULL;
+    w->pending_user = NULL;
+    return rc;
 }
 
 /* ---- Serialization */
@@ -411,7 +430,8 @@ int moe_gguf_writer_write(struct moe_gguf_writer *w, const char *path, char *err
     moe_tmpfile_pad(&f, (align - pos % align) % align, 0);
     for (size_t i = 0; i < w->n_t; i++) {
         const struct wtensor *t = &w->t[i];
-        moe_tmpfile_write(&f, t->data, t->nbytes);
+        if (t->fill) moe_tmpfile_write_fill(&f, t->fill, t->fill_user, t->nbytes);
+        else moe_tmpfile_write(&f, t->data, t->nbytes);
         moe_tmpfile_pad(&f, (align - t->nbytes % align) % align, 0);
     }
     return moe_tmpfile_commit(&f, err, errlen);

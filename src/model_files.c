@@ -262,6 +262,18 @@ int moe_tmpfile_commit(struct moe_tmpfile *f, char *err, size_t errlen)
     return MOE_OK;
 }
 
+void moe_tmpfile_write_fill(struct moe_tmpfile *f, moe_fill_fn fill, void *user, size_t nbytes)
+{
+    void *buf = malloc(nbytes ? nbytes : 1);
+    if (!buf) {
+        if (!f->failed) f->failed = ENOMEM;
+        return;
+    }
+    fill(user, buf, nbytes);
+    moe_tmpfile_write(f, buf, nbytes);
+    free(buf);
+}
+
 void moe_tmpfile_abort(struct moe_tmpfile *f)
 {
     if (f->fp) fclose(f->fp);
