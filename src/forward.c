@@ -79,7 +79,6 @@ struct moe_context {
     int *cnt, *off;            /* [E + 1] per-expert counts and offsets */
     int *slot_tok;             /* [R] token of each gathered row */
     float *slot_w;             /* [R] its weight */
-    float *deq;                /* [H][kv_lora]: dequantized rows, one per head task */
     float *cosb, *sinb;        /* [T][rope / 2] */
     struct qbuf qin, qaux, qg, qsh;
     struct mm_item *items;
@@ -240,7 +239,7 @@ void moe_context_free(struct moe_context *c)
     free(c->logits);
     void *bufs[] = {c->x, c->h, c->qa, c->q, c->kva, c->qcat, c->tmp, c->scores, c->olat, c->attn, c->ybuf,
                     c->fa, c->fb, c->fsa, c->fsb, c->gx, c->yexp, c->rl, c->rs, c->sel, c->selw, c->cnt, c->off,
-                    c->slot_tok, c->slot_w, c->deq, c->cosb, c->sinb, c->items, c->item_first};
+                    c->slot_tok, c->slot_w, c->cosb, c->sinb, c->items, c->item_first};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     qbuf_free(&c->qin);
     qbuf_free(&c->qaux);
@@ -325,7 +324,6 @@ int moe_context_new(struct moe_context **out, struct moe_model *m, const struct 
     c->off = xalloc((size_t)E + 1, sizeof(int), &fail);
     c->slot_tok = xalloc((size_t)R, sizeof(int), &fail);
     c->slot_w = xalloc((size_t)R, sizeof(float), &fail);
-    c->deq = xalloc((size_t)(H * kvr), sizeof(float), &fail);
     c->cosb = xalloc(t * (size_t)(rope / 2), sizeof(float), &fail);
     c->sinb = xalloc(t * (size_t)(rope / 2), sizeof(float), &fail);
     int64_t kmax = D;
@@ -353,24 +351,8 @@ static unsigned char *kv_row(struct moe_context *c, int layer, int64_t pos)
     return c->kv + ((size_t)layer * (size_t)c->n_ctx + (size_t)pos) * c->kv_row_bytes;
 }
 
-/* o[0, n) += p * x[0, n).  Written with a fixed-length body so compilers
- * vectorize it at -O2 (GCC's "very cheap" cost model needs a known trip
- * count and no possible overlap). */
-static inline void axpy64(float *restrict o, float p, const float *restrict x)
-{
-    for (int k = 0; k < 64; k++) o[k] += p * x[k];
-}
-
-static void axpy(float *restrict o, float p, const float *restrict x, int64_t n)
-{
-    int64_t k = 0;
-    for (; k + 64 <= n; k += 64) axpy64(o + k, p, x + k);
-    for (; k < n; k++) o[k] += p * x[k];
-}
-
-/* kv_b form: q_lat[t][h] = sum_i q_nope[t][h][i] * W_UK_h[i][:] (a product
- * with W transposed: no kernel for it yet, so plain C over dequantized
- * rows, one task per head). */
+/* kv_b form: q_lat[t][h] = sum_i q_nope[t][h][i] * W_UK_h[i][:], a product
+ * with W transposed (gemm_t), one task per head. */
 struct absorb_job {
     struct moe_context *c;
     const struct moe_mat *kv_b;
@@ -384,14 +366,9 @@ static void absorb_task(void *ctx, int h)
     const struct moe_config *cf = &c->m->cfg;
     const int64_t nope = cf->qk_nope_head_dim, rope = cf->qk_rope_head_dim, v = cf->v_head_dim;
     const int64_t kvr = cf->kv_lora_rank, kvw = kvr + rope, qw = (int64_t)cf->n_heads * (nope + rope);
-    float *row = c->deq + (size_t)h * (size_t)kvr;
-    for (int t = 0; t < j->T; t++) memset(c->qcat + ((size_t)t * cf->n_heads + h) * kvw, 0, sizeof(float) * kvr);
-    for (int64_t i = 0; i < nope; i++) {
-        moe_ref_dequant_row(row, j->kv_b, h * (nope + v) + i);
-        for (int t = 0; t < j->T; t++) {
-            axpy(c->qcat + ((size_t)t * cf->n_heads + h) * kvw, c->q[t * qw + h * (nope + rope) + i], row, kvr);
-        }
-    }
+    const int64_t r0 = h * (nope + v);
+    c->m->k->gemm_t[j->kv_b->type](j->kv_b, r0, r0 + nope, 0, kvr, c->q + h * (nope + rope), qw, j->T,
+                                   c->qcat + (size_t)h * kvw, (int64_t)cf->n_heads * kvw);
 }
 
 /* Softmax of one token's scores, head by head. */
@@ -409,11 +386,12 @@ static void softmax_task(void *ctx, int h)
     j->c->m->k->softmax(s, j->len);
 }
 
-/* o_lat[h][c0:c1] = sum_s p[h][s] * latent[s][c0:c1], one task per column chunk. */
+/* o_lat[h][c0:c1] = sum_s p[h][s] * latent[s][c0:c1]: the cache (F32 or
+ * BF16 rows [len][kv_lora + rope]) times the probabilities, transposed
+ * (gemm_t); one task per column chunk. */
 struct olat_job {
     struct moe_context *c;
-    int layer;
-    int64_t len;
+    struct moe_mat cache;      /* rows [0, len) */
     float *out;                /* [H][kv_lora] */
 };
 
@@ -421,32 +399,10 @@ static void olat_task(void *ctx, int task)
 {
     const struct olat_job *j = ctx;
     struct moe_context *c = j->c;
-    const int H = c->m->cfg.n_heads;
     const int64_t kvr = c->m->cfg.kv_lora_rank;
     const int64_t c0 = (int64_t)task * OLAT_CHUNK, c1 = c0 + OLAT_CHUNK < kvr ? c0 + OLAT_CHUNK : kvr;
-    const int64_t w = c1 - c0;
-    float buf[OLAT_CHUNK];
-    for (int h = 0; h < H; h++) memset(j->out + (size_t)h * kvr + c0, 0, sizeof(float) * (size_t)w);
-    for (int64_t s = 0; s < j->len; s++) {
-        const unsigned char *row = kv_row(c, j->layer, s);
-        const float *lat;
-        if (c->kv_type == MOE_KV_F32) {
-            lat = (const float *)row + c0;
-        } else {
-            for (int64_t k = 0; k < w; k++) {
-                uint16_t b;
-                memcpy(&b, row + 2 * (c0 + k), 2);
-                buf[k] = moe_bf16_to_f32(b);
-            }
-            lat = buf;
-        }
-        for (int h = 0; h < H; h++) {
-            float *o = j->out + (size_t)h * kvr + c0;
-            const float p = c->scores[(size_t)h * c->n_ctx + s];
-            if (w == OLAT_CHUNK) axpy64(o, p, lat);
-            else axpy(o, p, lat, w);
-        }
-    }
+    c->m->k->gemm_t[j->cache.type](&j->cache, 0, j->cache.rows, c0, c1, c->scores, c->n_ctx, c->m->cfg.n_heads,
+                                   j->out, kvr);
 }
 
 static void attention(struct moe_context *c, int layer, int T)
@@ -535,7 +491,7 @@ static void attention(struct moe_context *c, int layer, int T)
         mm_run(c, 1);
         struct softmax_job sj = {c, len, m->attn_scale};
         run_job(c, softmax_task, &sj, H, 16.0 * (double)H * (double)len);
-        struct olat_job oj = {c, layer, len, c->olat + (size_t)t * H * kvr};
+        struct olat_job oj = {c, cm, c->olat + (size_t)t * H * kvr};
         run_job(c, olat_task, &oj, (int)((kvr + OLAT_CHUNK - 1) / OLAT_CHUNK), (double)H * (double)len * (double)kvr);
     }
 
