@@ -67,6 +67,9 @@ struct moe_model {
     float rope_mscale;         /* HF: cos/sin times yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim) */
     float attn_scale;          /* (nope + rope)^-0.5 * mscale_all_dim^2 term */
     size_t weight_bytes;
+    /* load progress (moe_model_params), called per bound layer; may be NULL */
+    moe_progress_fn progress;
+    void *progress_user;
 };
 
 /* Bind every tensor of an open model's files (config already loaded into
