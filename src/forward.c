@@ -23,7 +23,7 @@
 
 #include "model.h"
 
-#define DEFAULT_BATCH 64
+#define DEFAULT_BATCH 512
 #define DEFAULT_CTX 4096
 #define OLAT_CHUNK 64          /* latent columns per attention-output task */
 /* Decompressed attention: keys/values per tile, and the smallest batch for
