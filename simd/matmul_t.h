@@ -11,13 +11,15 @@
  *                      n (a multiple of MT_LANES) fp16/bf16 values (const
  *                      unsigned char *src, unaligned) to floats
  *   MT_DEQ_Q8(dst, q, d, n)  n (a multiple of MT_LANES) int8 q times d
+ *   MT_Q8_AXPY(y, q, s)      y[0, 32) += s * q[0, 32) (int8 q)
  *
  * Algorithm: output columns in tiles of MT_TILE; per tile, 4 rows of W at a
  * time are decoded to FP32 into a stack panel and every activation column
  * j does y_j += x_j[r0] w_r0 + ... + x_j[r3] w_r3 in vectors (4 FMAs per
  * load and store of y).  Rows are added in ascending order, as in the
  * reference; FP8's block scale is applied to the decoded weight.  Columns
- * past the last whole vector of a tile are done in scalar code.
+ * past the last whole vector of a tile are done in scalar code.  Q8_0 with
+ * one or two columns (decode) skips the panel: y += (x_r d) q per block.
  */
 #ifndef MT_TILE
 #define MT_TILE 64
@@ -76,9 +78,43 @@ static inline void MT_NAME(decode)(float *dst, const struct moe_mat *w, int64_t 
     }
 }
 
+/* Q8_0 with few columns (decode): no panel; per row and 32-block,
+ * y += (x_r d) q straight from the int8 values. */
+static void MT_NAME(gemm_t_q8_direct)(const struct moe_mat *w, int64_t row0, int64_t row1, int64_t col0,
+                                      int64_t col1, const float *x, int64_t ldx, int n, float *y, int64_t ldy)
+{
+    const size_t rb = moe_wtype_row_bytes(w->type, w->cols);
+    const int64_t b0 = (col0 + 31) / 32, b1 = col1 / 32;   /* whole blocks inside [col0, col1) */
+    for (int j = 0; j < n; j++) memset(y + (size_t)j * ldy + col0, 0, sizeof(float) * (size_t)(col1 - col0));
+    for (int64_t r = row0; r < row1; r++) {
+        const unsigned char *row = (const unsigned char *)w->data + (size_t)r * rb;
+        for (int j = 0; j < n; j++) {
+            const float xr = x[(size_t)j * ldx + (r - row0)];
+            float *yj = y + (size_t)j * ldy;
+            for (int64_t b = b0; b < b1; b++) {
+                const unsigned char *blk = row + (size_t)b * MOE_Q8_0_BYTES;
+                uint16_t dh;
+                memcpy(&dh, blk, 2);
+                MT_Q8_AXPY(yj + b * 32, (const int8_t *)(blk + 2), xr * moe_f16_to_f32(dh));
+            }
+            for (int64_t c = col0; c < col1; c++) {   /* columns of partial blocks */
+                if (c >= b0 * 32 && c < b1 * 32) continue;
+                const unsigned char *blk = row + (size_t)(c / 32) * MOE_Q8_0_BYTES;
+                uint16_t dh;
+                memcpy(&dh, blk, 2);
+                yj[c] += xr * (moe_f16_to_f32(dh) * (float)((const int8_t *)(blk + 2))[c % 32]);
+            }
+        }
+    }
+}
+
 static void MT_NAME(gemm_t)(const struct moe_mat *w, int64_t row0, int64_t row1, int64_t col0, int64_t col1,
                             const float *x, int64_t ldx, int n, float *y, int64_t ldy)
 {
+    if (w->type == MOE_W_Q8_0 && n <= 2) {
+        MT_NAME(gemm_t_q8_direct)(w, row0, row1, col0, col1, x, ldx, n, y, ldy);
+        return;
+    }
     float lut[256];
     if (w->type == MOE_W_FP8)
         for (int i = 0; i < 256; i++) lut[i] = moe_fp8_to_f32((uint8_t)i);

@@ -213,6 +213,8 @@ static inline int32x4_t mt_ld_s8x4(const int8_t *p)
     for (int64_t i_ = 0; i_ < (n); i_ += 4) vst1q_f32((dst) + i_, vreinterpretq_f32_u32(vshll_n_u16(mt_ld_u16x4((src) + 2 * i_), 16)))
 #define MT_DEQ_Q8(dst, q, d, n) \
     for (int64_t i_ = 0; i_ < (n); i_ += 4) vst1q_f32((dst) + i_, vmulq_n_f32(vcvtq_f32_s32(mt_ld_s8x4((q) + i_)), (d)))
+#define MT_Q8_AXPY(y, q, s) \
+    for (int i_ = 0; i_ < 32; i_ += 4) vst1q_f32((y) + i_, vfmaq_n_f32(vld1q_f32((y) + i_), vcvtq_f32_s32(mt_ld_s8x4((q) + i_)), (s)))
 #include "matmul_t.h"
 
 const struct moe_kernels moe_kernels_neon_dotprod = {

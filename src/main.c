@@ -377,7 +377,7 @@ static void eval_help(FILE *f)
             "  -t N              threads (default: physical cores)\n"
             "  --ctx N           KV cache size in tokens (default: the number of ids)\n"
             "  --kv-type T       KV cache type: f32 (default) or bf16\n"
-            "  --batch N         tokens per prefill batch (default 64)\n");
+            "  --batch N         tokens per prefill batch (default 512)\n");
 }
 
 static void run_help(FILE *f)
@@ -395,7 +395,7 @@ static void run_help(FILE *f)
             "  -t N              threads (default: physical cores)\n"
             "  --ctx N           KV cache size in tokens (default: prompt + n)\n"
             "  --kv-type T       KV cache type: f32 (default) or bf16\n"
-            "  --batch N         tokens per prefill batch (default 64)\n");
+            "  --batch N         tokens per prefill batch (default 512)\n");
 }
 
 /* Little-endian float32 rows. */
@@ -450,7 +450,7 @@ static int cmd_eval(int argc, char **argv)
         goto done;
     }
     /* In batch-sized pieces so the logits of a long input never sit in memory at once. */
-    const int64_t step = o.batch > 0 ? o.batch : 64;
+    const int64_t step = o.batch > 0 ? o.batch : 512;
     for (int64_t i = 0; i < n; i += step) {
         const int64_t cnt = n - i < step ? n - i : step;
         if (moe_context_eval(c, ids + i, cnt, 1, err, sizeof err)) {
@@ -553,7 +553,7 @@ static void perplexity_help(FILE *f)
             "  -t N                   threads (default: physical cores)\n"
             "  --ctx N                KV cache size in tokens (default: the number of ids)\n"
             "  --kv-type T            KV cache type: f32 (default) or bf16\n"
-            "  --batch N              tokens per prefill batch (default 64)\n");
+            "  --batch N              tokens per prefill batch (default 512)\n");
 }
 
 static int cmd_perplexity(int argc, char **argv)
@@ -585,7 +585,7 @@ static int cmd_perplexity(int argc, char **argv)
     double nll = 0;
     rc = 1;
     if (check_ids("perplexity", m, ids, n)) goto done;
-    const int64_t step = o.batch > 0 ? o.batch : 64;
+    const int64_t step = o.batch > 0 ? o.batch : 512;
     for (int64_t i = 0; i < n - 1; i += step) {
         const int64_t cnt = n - 1 - i < step ? n - 1 - i : step;   /* the last id is only predicted */
         if (moe_context_eval(c, ids + i, cnt, 1, err, sizeof err)) {

@@ -93,7 +93,7 @@ enum moe_attn_path { MOE_ATTN_AUTO = 0, MOE_ATTN_ABSORBED, MOE_ATTN_DECOMPRESSED
 struct moe_context_params {
     int64_t n_ctx;             /* tokens the KV cache holds; <= 0: min(4096, max_position_embeddings) */
     enum moe_kv_type kv_type;
-    int n_batch;               /* prefill processes at most this many tokens at once; <= 0: 64 */
+    int n_batch;               /* prefill processes at most this many tokens at once; <= 0: 512 */
     enum moe_attn_path attn;   /* default AUTO */
 };
 void moe_context_params_init(struct moe_context_params *p);
