@@ -927,6 +927,9 @@ typedef __m256 mt_vec;
     for (int i_ = 0; i_ < 32; i_ += 8) \
         _mm256_storeu_ps((y) + i_, _mm256_fmadd_ps(_mm256_set1_ps(s), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32( \
             _mm_loadl_epi64((const __m128i *)(const void *)((q) + i_)))), _mm256_loadu_ps((y) + i_)))
+#define MT_DEQ_FP8(dst, src, n, s) \
+    for (int64_t i_ = 0; i_ < (n); i_ += 8) \
+        _mm256_storeu_ps((dst) + i_, _mm256_mul_ps(_mm256_set1_ps((s) * 256.0f), fp8_decode8((src) + i_)))
 #include "matmul_t.h"
 
 const struct moe_kernels moe_kernels_avx2 = {

@@ -1218,6 +1218,10 @@ typedef __m512 mt_vec;
     for (int i_ = 0; i_ < 32; i_ += 16) \
         _mm512_storeu_ps((y) + i_, _mm512_fmadd_ps(_mm512_set1_ps(s), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32( \
             _mm_loadu_si128((const __m128i *)(const void *)((q) + i_)))), _mm512_loadu_ps((y) + i_)))
+#define MT_DEQ_FP8(dst, src, n, s) \
+    for (int64_t i_ = 0; i_ < (n); i_ += 16) \
+        _mm512_storeu_ps((dst) + i_, _mm512_mul_ps(_mm512_set1_ps((s) * 256.0f), \
+            fp8x16_to_f32(_mm_loadu_si128((const __m128i *)(const void *)((src) + i_)))))
 #include "matmul_t.h"
 
 const struct moe_kernels moe_kernels_avx512 = {

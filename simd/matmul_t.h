@@ -12,6 +12,7 @@
  *                      unsigned char *src, unaligned) to floats
  *   MT_DEQ_Q8(dst, q, d, n)  n (a multiple of MT_LANES) int8 q times d
  *   MT_Q8_AXPY(y, q, s)      y[0, 32) += s * q[0, 32) (int8 q)
+ *   MT_DEQ_FP8(dst, src, n, s)  n (a multiple of MT_LANES) e4m3 bytes times s
  *
  * Algorithm: output columns in tiles of MT_TILE; per tile, 4 rows of W at a
  * time are decoded to FP32 into a stack panel and every activation column
@@ -53,7 +54,15 @@ static inline void MT_NAME(decode)(float *dst, const struct moe_mat *w, int64_t 
         break;
     case MOE_W_FP8: {
         const float *srow = w->scale + (r / 128) * moe_fp8_scale_cols(w->cols);
-        for (int64_t i = 0; i < n; i++) dst[i] = fp8_lut[row[c0 + i]] * srow[(c0 + i) / 128];
+        int64_t i = 0;
+        while (i < n) {   /* one 128-column scale block at a time */
+            const int64_t c = c0 + i, len = 128 - c % 128 < n - i ? 128 - c % 128 : n - i;
+            const float sc = srow[c / 128];
+            const int64_t lv = len / MT_LANES * MT_LANES;
+            MT_DEQ_FP8(dst + i, row + c, lv, sc);
+            for (int64_t k = lv; k < len; k++) dst[i + k] = fp8_lut[row[c + k]] * sc;
+            i += len;
+        }
         break;
     }
     case MOE_W_Q8_0: {

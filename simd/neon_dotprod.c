@@ -215,6 +215,15 @@ static inline int32x4_t mt_ld_s8x4(const int8_t *p)
     for (int64_t i_ = 0; i_ < (n); i_ += 4) vst1q_f32((dst) + i_, vmulq_n_f32(vcvtq_f32_s32(mt_ld_s8x4((q) + i_)), (d)))
 #define MT_Q8_AXPY(y, q, s) \
     for (int i_ = 0; i_ < 32; i_ += 4) vst1q_f32((y) + i_, vfmaq_n_f32(vld1q_f32((y) + i_), vcvtq_f32_s32(mt_ld_s8x4((q) + i_)), (s)))
+static inline float32x4_t mt_fp8x4(const unsigned char *p)   /* value * 2^-8, as neon.c's dec16 */
+{
+    int8_t t[8] = {0};
+    memcpy(t, p, 4);
+    const int16x8_t h = vbicq_s16(vshll_n_s8(vld1_s8(t), 7), vdupq_n_s16(0x4000));
+    return vcvt_f32_f16(vget_low_f16(vreinterpretq_f16_s16(h)));
+}
+#define MT_DEQ_FP8(dst, src, n, s) \
+    for (int64_t i_ = 0; i_ < (n); i_ += 4) vst1q_f32((dst) + i_, vmulq_n_f32(mt_fp8x4((src) + i_), (s) * 256.0f))
 #include "matmul_t.h"
 
 const struct moe_kernels moe_kernels_neon_dotprod = {
