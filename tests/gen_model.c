@@ -802,13 +802,17 @@ static void hf_fill_fp8_scale(void *user, void *dst, size_t nbytes)
     const struct lazy_job *j = user;
     float *own;
     const float *x = mt_values(j->m, j->t, &own);
-    int64_t rows = j->t->shape[0], cols = j->t->shape[1];
-    uint8_t *q = xmalloc((size_t)(rows * cols));
-    float *sc = xmalloc(nbytes);
-    moe_quantize_fp8_block128(q, sc, x, rows, cols);
-    memcpy(dst, sc, nbytes);
-    free(sc);
-    free(q);
+    int64_t rows = j->t->shape[0], cols = j->t->shape[1], sc = moe_fp8_scale_cols(cols);
+    /* the scales moe_quantize_fp8_block128 computes (amax / 448, 1 for an
+     * all-zero block), without quantizing the weights */
+    float *scale = dst;
+    for (int64_t i = 0; i < moe_fp8_scale_rows(rows) * sc; i++) scale[i] = 0.0f;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) {
+            float *a = &scale[(r / 128) * sc + c / 128];
+            *a = fmaxf(*a, fabsf(x[r * cols + c]));
+        }
+    for (size_t i = 0; i < nbytes / sizeof(float); i++) scale[i] = scale[i] > 0.0f ? scale[i] / MOE_FP8_MAX : 1.0f;
     free(own);
 }
 
