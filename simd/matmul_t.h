@@ -106,8 +106,11 @@ static void MT_NAME(gemm_t_q8_direct)(const struct moe_mat *w, int64_t row0, int
                 memcpy(&dh, blk, 2);
                 MT_Q8_AXPY(yj + b * 32, (const int8_t *)(blk + 2), xr * moe_f16_to_f32(dh));
             }
-            for (int64_t c = col0; c < col1; c++) {   /* columns of partial blocks */
-                if (c >= b0 * 32 && c < b1 * 32) continue;
+            /* columns of partial blocks: [col0, h1) and [t0, col1) */
+            const int64_t h1 = b0 * 32 < col1 ? b0 * 32 : col1, t0 = b1 * 32 > h1 ? b1 * 32 : h1;
+            for (int64_t c = col0; c < col1; c++) {
+                if (c == h1) c = t0;
+                if (c >= col1) break;
                 const unsigned char *blk = row + (size_t)(c / 32) * MOE_Q8_0_BYTES;
                 uint16_t dh;
                 memcpy(&dh, blk, 2);
