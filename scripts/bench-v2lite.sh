@@ -70,7 +70,9 @@ gen() {   # format out
     "$GEN" "${DIMS[@]}" --format "$1" --out "$2"
     echo "  $(du -sh "$2" | cut -f1) in $((SECONDS - t0)) s"
 }
-warm() { echo "warming $1"; find "$1" -type f -exec cat {} + >/dev/null; }
+# read every byte once (counted through a pipe, not written to /dev/null:
+# on a machine where /dev/null was replaced by a plain file that fills the disk)
+warm() { echo "warming $1: $(find "$1" -type f -exec cat {} + | wc -c) bytes read"; }
 
 run_moecpu() {   # tag model
     local out
