@@ -21,7 +21,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: moecpu bench -m MODEL [-p 512] [-n 128] [-r 3] [--isa NAME] [-t N] [--kv-type f32|bf16]\n"
-            "                    [--batch N] [--json]\n"
+            "                    [--batch N] [--attn auto|absorbed|decompressed] [--json]\n"
             "  pp: tokens/s of one prefill of -p tokens; tg: tokens/s of -n single-token decode steps\n"
             "  after it; each repeated -r times (median).  The bound is the read bandwidth measured\n"
             "  in the same run divided by the weight bytes a decoded token reads.\n");
@@ -42,6 +42,7 @@ int moe_bench_model(int argc, char **argv)
     enum moe_kv_type kv = MOE_KV_F32;
     struct moe_cli_pager pg;
     moe_cli_pager_init(&pg);
+    enum moe_attn_path attn = MOE_ATTN_AUTO;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         const int pc = moe_cli_pager_parse("bench", &pg, a, v);
@@ -62,6 +63,8 @@ int moe_bench_model(int argc, char **argv)
         if (!strcmp(a, "-m")) path = v;
         else if (!strcmp(a, "--isa")) isa = v;
         else if (!strcmp(a, "--kv-type") && (!strcmp(v, "f32") || !strcmp(v, "bf16"))) kv = !strcmp(v, "bf16") ? MOE_KV_BF16 : MOE_KV_F32;
+        else if (!strcmp(a, "--attn") && (!strcmp(v, "auto") || !strcmp(v, "absorbed") || !strcmp(v, "decompressed")))
+            attn = !strcmp(v, "auto") ? MOE_ATTN_AUTO : !strcmp(v, "absorbed") ? MOE_ATTN_ABSORBED : MOE_ATTN_DECOMPRESSED;
         else if (num) {
             char *end;
             *num = strtol(v, &end, 10);
@@ -100,6 +103,7 @@ int moe_bench_model(int argc, char **argv)
     cp.n_ctx = p + n > 0 ? p + n : 1;
     cp.kv_type = kv;
     cp.n_batch = (int)batch;
+    cp.attn = attn;
     struct moe_context *c = NULL;
     int rc = 1;
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)(p + n + 1));

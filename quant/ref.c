@@ -129,6 +129,46 @@ void moe_ref_matmul(const struct moe_mat *w, int64_t row0, int64_t row1,
         }
 }
 
+/* W[r][c] as FP32. */
+static float weight_at(const struct moe_mat *w, int64_t r, int64_t c)
+{
+    const unsigned char *p = row_ptr(w, r);
+    uint16_t h;
+    switch (w->type) {
+    case MOE_W_F32: {
+        float v;
+        memcpy(&v, p + 4 * c, 4);
+        return v;
+    }
+    case MOE_W_F16:
+        memcpy(&h, p + 2 * c, 2);
+        return moe_f16_to_f32(h);
+    case MOE_W_BF16:
+        memcpy(&h, p + 2 * c, 2);
+        return moe_bf16_to_f32(h);
+    case MOE_W_FP8:
+        return moe_fp8_to_f32(p[c]) * w->scale[(r / 128) * moe_fp8_scale_cols(w->cols) + c / 128];
+    case MOE_W_Q8_0:
+        memcpy(&h, p + (c / 32) * MOE_Q8_0_BYTES, 2);
+        return moe_f16_to_f32(h) * (float)(int8_t)p[(c / 32) * MOE_Q8_0_BYTES + 2 + c % 32];
+    default:
+        assert(0);
+        return 0.0f;
+    }
+}
+
+void moe_ref_matmul_t(const struct moe_mat *w, int64_t row0, int64_t row1, int64_t col0, int64_t col1,
+                      const float *x, int64_t ldx, int n, float *y, int64_t ldy)
+{
+    assert(row0 >= 0 && row1 <= w->rows && col0 >= 0 && col1 <= w->cols);
+    for (int j = 0; j < n; j++)
+        for (int64_t c = col0; c < col1; c++) {
+            float sum = 0.0f;
+            for (int64_t r = row0; r < row1; r++) sum += x[j * ldx + (r - row0)] * weight_at(w, r, c);
+            y[j * ldy + c] = sum;
+        }
+}
+
 /* ---- vector ops ---- */
 
 void moe_ref_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps)

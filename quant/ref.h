@@ -54,6 +54,13 @@ struct moe_acts {
 void moe_ref_matmul(const struct moe_mat *w, int64_t row0, int64_t row1,
                     const struct moe_acts *a, float *y, int64_t ldy);
 
+/* ---- Reference transposed product (contract of moe_matmul_t_fn in
+ * simd/kernels.h): y[j*ldy + c] = sum over r = row0, row0+1, ... of
+ * x[j*ldx + r - row0] * W[r][c] with W[r][c] dequantized to FP32 (FP8: e4m3
+ * times its block scale; Q8_0: fp16 d times q), one FP32 sum in row order. */
+void moe_ref_matmul_t(const struct moe_mat *w, int64_t row0, int64_t row1, int64_t col0, int64_t col1,
+                      const float *x, int64_t ldx, int n, float *y, int64_t ldy);
+
 /* Row r of W as FP32 (Q8_0 and FP8 dequantized): dst[w->cols]. */
 void moe_ref_dequant_row(float *dst, const struct moe_mat *w, int64_t r);
 

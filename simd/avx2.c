@@ -901,6 +901,37 @@ static void moe_rope_apply__avx2(float *x, int64_t n_vec, int64_t stride, const 
     }
 }
 
+
+/* ------------------------------------------------------------------------
+ * Transposed product y = x^T W (simd/matmul_t.h over 8-lane vectors)
+ * ------------------------------------------------------------------------ */
+#define MT_NAME(x) moe_mt_##x##__avx2
+#define MT_LANES 8
+typedef __m256 mt_vec;
+#define mt_load(p) _mm256_loadu_ps(p)
+#define mt_store(p, v) _mm256_storeu_ps((p), (v))
+#define mt_set1(x) _mm256_set1_ps(x)
+#define mt_fma(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define MT_DEQ_F16(dst, src, n) \
+    for (int64_t i_ = 0; i_ < (n); i_ += 8) \
+        _mm256_storeu_ps((dst) + i_, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)((src) + 2 * i_))))
+#define MT_DEQ_BF16(dst, src, n) \
+    for (int64_t i_ = 0; i_ < (n); i_ += 8) \
+        _mm256_storeu_ps((dst) + i_, _mm256_castsi256_ps(_mm256_slli_epi32( \
+            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)((src) + 2 * i_))), 16)))
+#define MT_DEQ_Q8(dst, q, d, n) \
+    for (int64_t i_ = 0; i_ < (n); i_ += 8) \
+        _mm256_storeu_ps((dst) + i_, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32( \
+            _mm_loadl_epi64((const __m128i *)(const void *)((q) + i_))))))
+#define MT_Q8_AXPY(y, q, s) \
+    for (int i_ = 0; i_ < 32; i_ += 8) \
+        _mm256_storeu_ps((y) + i_, _mm256_fmadd_ps(_mm256_set1_ps(s), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32( \
+            _mm_loadl_epi64((const __m128i *)(const void *)((q) + i_)))), _mm256_loadu_ps((y) + i_)))
+#define MT_DEQ_FP8(dst, src, n, s) \
+    for (int64_t i_ = 0; i_ < (n); i_ += 8) \
+        _mm256_storeu_ps((dst) + i_, _mm256_mul_ps(_mm256_set1_ps((s) * 256.0f), fp8_decode8((src) + i_)))
+#include "matmul_t.h"
+
 const struct moe_kernels moe_kernels_avx2 = {
     .name = "avx2",
     .family = "avx2",
@@ -918,6 +949,7 @@ const struct moe_kernels moe_kernels_avx2 = {
         [MOE_W_FP8] = moe_gemm_fp8_f32__avx2,
         [MOE_W_Q8_0] = moe_gemm_q8_0_f32__avx2,
     },
+    .gemm_t = {moe_mt_gemm_t__avx2, moe_mt_gemm_t__avx2, moe_mt_gemm_t__avx2, moe_mt_gemm_t__avx2, moe_mt_gemm_t__avx2},
     .quantize_act = moe_quantize_act__avx2,
     .rmsnorm = moe_rmsnorm__avx2,
     .softmax = moe_softmax__avx2,

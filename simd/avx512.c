@@ -1191,6 +1191,39 @@ static void moe_rope_apply__avx512(float *x, int64_t n_vec, int64_t stride, cons
  * Tables
  * ------------------------------------------------------------------------ */
 
+
+/* ------------------------------------------------------------------------
+ * Transposed product y = x^T W (simd/matmul_t.h over 16-lane vectors; the
+ * same for both AVX-512 tables)
+ * ------------------------------------------------------------------------ */
+#define MT_NAME(x) moe_mt_##x##__avx512
+#define MT_LANES 16
+typedef __m512 mt_vec;
+#define mt_load(p) _mm512_loadu_ps(p)
+#define mt_store(p, v) _mm512_storeu_ps((p), (v))
+#define mt_set1(x) _mm512_set1_ps(x)
+#define mt_fma(a, b, c) _mm512_fmadd_ps((a), (b), (c))
+#define MT_DEQ_F16(dst, src, n) \
+    for (int64_t i_ = 0; i_ < (n); i_ += 16) \
+        _mm512_storeu_ps((dst) + i_, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)((src) + 2 * i_))))
+#define MT_DEQ_BF16(dst, src, n) \
+    for (int64_t i_ = 0; i_ < (n); i_ += 16) \
+        _mm512_storeu_ps((dst) + i_, _mm512_castsi512_ps(_mm512_slli_epi32( \
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)((src) + 2 * i_))), 16)))
+#define MT_DEQ_Q8(dst, q, d, n) \
+    for (int64_t i_ = 0; i_ < (n); i_ += 16) \
+        _mm512_storeu_ps((dst) + i_, _mm512_mul_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32( \
+            _mm_loadu_si128((const __m128i *)(const void *)((q) + i_))))))
+#define MT_Q8_AXPY(y, q, s) \
+    for (int i_ = 0; i_ < 32; i_ += 16) \
+        _mm512_storeu_ps((y) + i_, _mm512_fmadd_ps(_mm512_set1_ps(s), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32( \
+            _mm_loadu_si128((const __m128i *)(const void *)((q) + i_)))), _mm512_loadu_ps((y) + i_)))
+#define MT_DEQ_FP8(dst, src, n, s) \
+    for (int64_t i_ = 0; i_ < (n); i_ += 16) \
+        _mm512_storeu_ps((dst) + i_, _mm512_mul_ps(_mm512_set1_ps((s) * 256.0f), \
+            fp8x16_to_f32(_mm_loadu_si128((const __m128i *)(const void *)((src) + i_)))))
+#include "matmul_t.h"
+
 const struct moe_kernels moe_kernels_avx512 = {
     .name = "avx512",
     .family = "avx512",
@@ -1198,6 +1231,7 @@ const struct moe_kernels moe_kernels_avx512 = {
              moe_gemv_fp8_f32__avx512, moe_gemv_q8_0_f32__avx512},
     .gemm = {moe_gemm_f32_f32__avx512, moe_gemm_f16_f32__avx512, moe_gemm_bf16_f32__avx512,
              moe_gemm_fp8_f32__avx512, moe_gemm_q8_0_f32__avx512},
+    .gemm_t = {moe_mt_gemm_t__avx512, moe_mt_gemm_t__avx512, moe_mt_gemm_t__avx512, moe_mt_gemm_t__avx512, moe_mt_gemm_t__avx512},
     .quantize_act = moe_quantize_act__avx512,
     .rmsnorm = moe_rmsnorm__avx512,
     .softmax = moe_softmax__avx512,
@@ -1215,6 +1249,7 @@ const struct moe_kernels moe_kernels_avx512_vnni = {
              moe_gemv_fp8_f32__avx512, moe_gemv_q8_0_f32__avx512vnni},
     .gemm = {moe_gemm_f32_f32__avx512, moe_gemm_f16_f32__avx512, moe_gemm_bf16_f32__avx512,
              moe_gemm_fp8_f32__avx512, moe_gemm_q8_0_f32__avx512vnni},
+    .gemm_t = {moe_mt_gemm_t__avx512, moe_mt_gemm_t__avx512, moe_mt_gemm_t__avx512, moe_mt_gemm_t__avx512, moe_mt_gemm_t__avx512},
     .quantize_act = moe_quantize_act__avx512,
     .rmsnorm = moe_rmsnorm__avx512,
     .softmax = moe_softmax__avx512,

@@ -28,6 +28,16 @@
 typedef void (*moe_matmul_fn)(const struct moe_mat *w, int64_t row0, int64_t row1,
                               const struct moe_acts *a, float *y, int64_t ldy);
 
+/* The transposed product y = x^T W over a row range of W:
+ *   y[j * ldy + c] = sum_{row0 <= r < row1} x[j * ldx + (r - row0)] * W[r][c]
+ * for col0 <= c < col1 and j < n; rows added in ascending order, sums FP32.
+ * Activations are FP32 for every weight type (Q8_0 and FP8 weights are
+ * dequantized: value = d * q, e4m3 * block scale).  Used where attention
+ * multiplies by a transposed weight (MLA's absorbed W_UK, the latent cache
+ * times the attention probabilities); callers split columns over threads. */
+typedef void (*moe_matmul_t_fn)(const struct moe_mat *w, int64_t row0, int64_t row1, int64_t col0, int64_t col1,
+                                const float *x, int64_t ldx, int n, float *y, int64_t ldy);
+
 struct moe_kernels {
     const char *name;      /* "scalar", "avx2", "avx512", "avx512_vnni", "neon", "neon_dotprod" */
     const char *family;    /* "scalar", "avx2", "avx512", "neon": what MOECPU_ISA names */
@@ -36,6 +46,8 @@ struct moe_kernels {
     moe_matmul_fn gemv[MOE_W_COUNT];
     /* Many columns (prefill, tokens grouped per expert): register-blocked. */
     moe_matmul_fn gemm[MOE_W_COUNT];
+    /* y = x^T W (above), every weight type. */
+    moe_matmul_t_fn gemm_t[MOE_W_COUNT];
 
     /* k % 32 == 0; writes q[k], d[k/32], s[k/32]; bytes identical to the
      * reference on every ISA. */

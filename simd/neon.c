@@ -738,6 +738,48 @@ void moe_rope_apply__neon(float *x, int64_t n_vec, int64_t stride, const float *
     }
 }
 
+
+/* ------------------------------------------------------------------------
+ * Transposed product y = x^T W (simd/matmul_t.h over 4-lane vectors)
+ * ------------------------------------------------------------------------ */
+#define MT_NAME(x) moe_mt_##x##__neon
+#define MT_LANES 4
+typedef float32x4_t mt_vec;
+#define mt_load(p) vld1q_f32(p)
+#define mt_store(p, v) vst1q_f32((p), (v))
+#define mt_set1(x) vdupq_n_f32(x)
+#define mt_fma(a, b, c) vfmaq_f32((c), (a), (b))
+static inline uint16x4_t mt_ld_u16x4(const unsigned char *p)
+{
+    uint16_t t[4];
+    memcpy(t, p, 8);
+    return vld1_u16(t);
+}
+static inline int32x4_t mt_ld_s8x4(const int8_t *p)
+{
+    int8_t t[8] = {0};
+    memcpy(t, p, 4);
+    return vmovl_s16(vget_low_s16(vmovl_s8(vld1_s8(t))));
+}
+#define MT_DEQ_F16(dst, src, n) \
+    for (int64_t i_ = 0; i_ < (n); i_ += 4) vst1q_f32((dst) + i_, vcvt_f32_f16(vreinterpret_f16_u16(mt_ld_u16x4((src) + 2 * i_))))
+#define MT_DEQ_BF16(dst, src, n) \
+    for (int64_t i_ = 0; i_ < (n); i_ += 4) vst1q_f32((dst) + i_, vreinterpretq_f32_u32(vshll_n_u16(mt_ld_u16x4((src) + 2 * i_), 16)))
+#define MT_DEQ_Q8(dst, q, d, n) \
+    for (int64_t i_ = 0; i_ < (n); i_ += 4) vst1q_f32((dst) + i_, vmulq_n_f32(vcvtq_f32_s32(mt_ld_s8x4((q) + i_)), (d)))
+#define MT_Q8_AXPY(y, q, s) \
+    for (int i_ = 0; i_ < 32; i_ += 4) vst1q_f32((y) + i_, vfmaq_n_f32(vld1q_f32((y) + i_), vcvtq_f32_s32(mt_ld_s8x4((q) + i_)), (s)))
+static inline float32x4_t mt_fp8x4(const unsigned char *p)   /* value * 2^-8 (see dec16) */
+{
+    int8_t t[8] = {0};
+    memcpy(t, p, 4);
+    const int16x8_t h = vbicq_s16(vshll_n_s8(vld1_s8(t), 7), vdupq_n_s16(0x4000));
+    return vcvt_f32_f16(vget_low_f16(vreinterpretq_f16_s16(h)));
+}
+#define MT_DEQ_FP8(dst, src, n, s) \
+    for (int64_t i_ = 0; i_ < (n); i_ += 4) vst1q_f32((dst) + i_, vmulq_n_f32(mt_fp8x4((src) + i_), (s) * 256.0f))
+#include "matmul_t.h"
+
 const struct moe_kernels moe_kernels_neon = {
     .name = "neon",
     .family = "neon",
@@ -745,6 +787,7 @@ const struct moe_kernels moe_kernels_neon = {
              moe_gemv_q8_0_f32__neon},
     .gemm = {moe_gemm_f32_f32__neon, moe_gemm_f16_f32__neon, moe_gemm_bf16_f32__neon, moe_gemm_fp8_f32__neon,
              moe_gemm_q8_0_f32__neon},
+    .gemm_t = {moe_mt_gemm_t__neon, moe_mt_gemm_t__neon, moe_mt_gemm_t__neon, moe_mt_gemm_t__neon, moe_mt_gemm_t__neon},
     .quantize_act = moe_quantize_act__neon,
     .rmsnorm = moe_rmsnorm__neon,
     .softmax = moe_softmax__neon,

@@ -17,6 +17,7 @@ const struct moe_kernels moe_kernels_scalar = {
     .family = "scalar",
     .gemv = {moe_matmul__scalar, moe_matmul__scalar, moe_matmul__scalar, moe_matmul__scalar, moe_matmul__scalar},
     .gemm = {moe_matmul__scalar, moe_matmul__scalar, moe_matmul__scalar, moe_matmul__scalar, moe_matmul__scalar},
+    .gemm_t = {moe_ref_matmul_t, moe_ref_matmul_t, moe_ref_matmul_t, moe_ref_matmul_t, moe_ref_matmul_t},
     .quantize_act = moe_quantize_act_q8_ref,
     .rmsnorm = moe_ref_rmsnorm,
     .softmax = moe_ref_softmax,

@@ -24,9 +24,13 @@
 #include "model.h"
 #include "pager.h"
 
-#define DEFAULT_BATCH 64
+#define DEFAULT_BATCH 512
 #define DEFAULT_CTX 4096
 #define OLAT_CHUNK 64          /* latent columns per attention-output task */
+/* Decompressed attention: keys/values per tile, and the smallest batch for
+ * which AUTO uses it (see dec_wanted: measured, README "Attention paths"). */
+#define DEC_TILE 256
+#define DEC_MIN_T 128
 
 /* int8 activations for Q8_0 weights: cap values (int8) and cap/32 blocks. */
 struct qbuf {
@@ -80,7 +84,6 @@ struct moe_context {
     int *cnt, *off;            /* [E + 1] per-expert counts and offsets */
     int *slot_tok;             /* [R] token of each gathered row */
     float *slot_w;             /* [R] its weight */
-    float *deq;                /* [H][kv_lora]: dequantized rows, one per head task */
     float *cosb, *sinb;        /* [T][rope / 2] */
     int *need, *wave;          /* [E] experts a MoE layer needs; those computed in one wave */
     unsigned char *taken;      /* [E] */
@@ -91,6 +94,15 @@ struct moe_context {
     struct mm_item *items;
     int *item_first;           /* [max_items + 1] first task of each item */
     int max_items;
+    /* decompressed attention (prefill; NULL unless the context may use it) */
+    enum moe_attn_path attn_path;
+    float *dlat;               /* [DEC_TILE][kv_lora]: BF16 cache rows as FP32 */
+    struct qbuf dq;            /* [DEC_TILE][kv_lora] int8 latents for Q8_0 kv_b / v_b */
+    float *dkv;                /* [DEC_TILE][H][nope + v]: decompressed K_nope | V */
+    float *dscr;               /* per thread: K [DEC_TILE][nope + rope] | S [T][DEC_TILE] | PV [T][v] */
+    size_t dscr_per;           /* floats per thread */
+    float *dm, *dl;            /* [T][H] running max and sum of the online softmax */
+    float *dw;                 /* Q8_0 kv_b (or v_b) dequantized, [rows][kv_lora] */
 };
 
 /* ---- small helpers */
@@ -254,13 +266,20 @@ void moe_context_free(struct moe_context *c)
     free(c->logits);
     void *bufs[] = {c->x, c->h, c->qa, c->q, c->kva, c->qcat, c->tmp, c->scores, c->olat, c->attn, c->ybuf,
                     c->fa, c->fb, c->fsa, c->fsb, c->gx, c->yexp, c->rl, c->rs, c->sel, c->selw, c->cnt, c->off,
-                    c->slot_tok, c->slot_w, c->deq, c->cosb, c->sinb, c->items, c->item_first,
+                    c->slot_tok, c->slot_w, c->cosb, c->sinb, c->items, c->item_first,
                     c->need, c->wave, c->taken, c->wmat, c->la_sel, c->la_w};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     qbuf_free(&c->qin);
     qbuf_free(&c->qaux);
     qbuf_free(&c->qg);
     qbuf_free(&c->qsh);
+    qbuf_free(&c->dq);
+    free(c->dlat);
+    free(c->dkv);
+    free(c->dscr);
+    free(c->dm);
+    free(c->dl);
+    free(c->dw);
     free(c);
 }
 
@@ -340,7 +359,6 @@ int moe_context_new(struct moe_context **out, struct moe_model *m, const struct 
     c->off = xalloc((size_t)E + 1, sizeof(int), &fail);
     c->slot_tok = xalloc((size_t)R, sizeof(int), &fail);
     c->slot_w = xalloc((size_t)R, sizeof(float), &fail);
-    c->deq = xalloc((size_t)(H * kvr), sizeof(float), &fail);
     c->cosb = xalloc(t * (size_t)(rope / 2), sizeof(float), &fail);
     c->sinb = xalloc(t * (size_t)(rope / 2), sizeof(float), &fail);
     c->need = xalloc((size_t)E, sizeof(int), &fail);
@@ -359,6 +377,22 @@ int moe_context_new(struct moe_context **out, struct moe_model *m, const struct 
     c->max_items = (int)max64(2 * (int64_t)E + 4, H + 4);
     c->items = xalloc((size_t)c->max_items, sizeof *c->items, &fail);
     c->item_first = xalloc((size_t)c->max_items + 1, sizeof(int), &fail);
+    c->attn_path = p->attn;
+    if (c->attn_path == MOE_ATTN_DECOMPRESSED || (c->attn_path == MOE_ATTN_AUTO && T >= DEC_MIN_T)) {
+        const size_t lt = DEC_TILE, nt = (size_t)moe_pool_threads(m->pool);
+        c->dlat = xalloc(lt * (size_t)kvr, sizeof(float), &fail);
+        qbuf_alloc(&c->dq, lt * (size_t)kvr, &fail);
+        c->dkv = xalloc(lt * (size_t)(H * (nope + v)), sizeof(float), &fail);
+        c->dscr_per = lt * (size_t)(nope + rope) + t * lt + t * (size_t)v;
+        c->dscr = xalloc(nt * c->dscr_per, sizeof(float), &fail);
+        c->dm = xalloc(t * (size_t)H, sizeof(float), &fail);
+        c->dl = xalloc(t * (size_t)H, sizeof(float), &fail);
+        if (cf->n_layers > 0) {
+            const struct moe_layer *L0 = &m->layers[0];
+            const struct moe_mat *wb = L0->kv_split ? &L0->v_b : &L0->kv_b;
+            if (is_q8(wb)) c->dw = xalloc((size_t)wb->rows * (size_t)kvr, sizeof(float), &fail);
+        }
+    }
     if (fail) {
         moe_context_free(c);
         return moe_errorf(err, errlen, MOE_ERR_NOMEM, "out of memory allocating scratch for a batch of %d tokens", T);
@@ -374,24 +408,8 @@ static unsigned char *kv_row(struct moe_context *c, int layer, int64_t pos)
     return c->kv + ((size_t)layer * (size_t)c->n_ctx + (size_t)pos) * c->kv_row_bytes;
 }
 
-/* o[0, n) += p * x[0, n).  Written with a fixed-length body so compilers
- * vectorize it at -O2 (GCC's "very cheap" cost model needs a known trip
- * count and no possible overlap). */
-static inline void axpy64(float *restrict o, float p, const float *restrict x)
-{
-    for (int k = 0; k < 64; k++) o[k] += p * x[k];
-}
-
-static void axpy(float *restrict o, float p, const float *restrict x, int64_t n)
-{
-    int64_t k = 0;
-    for (; k + 64 <= n; k += 64) axpy64(o + k, p, x + k);
-    for (; k < n; k++) o[k] += p * x[k];
-}
-
-/* kv_b form: q_lat[t][h] = sum_i q_nope[t][h][i] * W_UK_h[i][:] (a product
- * with W transposed: no kernel for it yet, so plain C over dequantized
- * rows, one task per head). */
+/* kv_b form: q_lat[t][h] = sum_i q_nope[t][h][i] * W_UK_h[i][:], a product
+ * with W transposed (gemm_t), one task per head. */
 struct absorb_job {
     struct moe_context *c;
     const struct moe_mat *kv_b;
@@ -405,14 +423,9 @@ static void absorb_task(void *ctx, int h)
     const struct moe_config *cf = &c->m->cfg;
     const int64_t nope = cf->qk_nope_head_dim, rope = cf->qk_rope_head_dim, v = cf->v_head_dim;
     const int64_t kvr = cf->kv_lora_rank, kvw = kvr + rope, qw = (int64_t)cf->n_heads * (nope + rope);
-    float *row = c->deq + (size_t)h * (size_t)kvr;
-    for (int t = 0; t < j->T; t++) memset(c->qcat + ((size_t)t * cf->n_heads + h) * kvw, 0, sizeof(float) * kvr);
-    for (int64_t i = 0; i < nope; i++) {
-        moe_ref_dequant_row(row, j->kv_b, h * (nope + v) + i);
-        for (int t = 0; t < j->T; t++) {
-            axpy(c->qcat + ((size_t)t * cf->n_heads + h) * kvw, c->q[t * qw + h * (nope + rope) + i], row, kvr);
-        }
-    }
+    const int64_t r0 = h * (nope + v);
+    c->m->k->gemm_t[j->kv_b->type](j->kv_b, r0, r0 + nope, 0, kvr, c->q + h * (nope + rope), qw, j->T,
+                                   c->qcat + (size_t)h * kvw, (int64_t)cf->n_heads * kvw);
 }
 
 /* Softmax of one token's scores, head by head. */
@@ -430,11 +443,12 @@ static void softmax_task(void *ctx, int h)
     j->c->m->k->softmax(s, j->len);
 }
 
-/* o_lat[h][c0:c1] = sum_s p[h][s] * latent[s][c0:c1], one task per column chunk. */
+/* o_lat[h][c0:c1] = sum_s p[h][s] * latent[s][c0:c1]: the cache (F32 or
+ * BF16 rows [len][kv_lora + rope]) times the probabilities, transposed
+ * (gemm_t); one task per column chunk. */
 struct olat_job {
     struct moe_context *c;
-    int layer;
-    int64_t len;
+    struct moe_mat cache;      /* rows [0, len) */
     float *out;                /* [H][kv_lora] */
 };
 
@@ -442,31 +456,297 @@ static void olat_task(void *ctx, int task)
 {
     const struct olat_job *j = ctx;
     struct moe_context *c = j->c;
-    const int H = c->m->cfg.n_heads;
     const int64_t kvr = c->m->cfg.kv_lora_rank;
     const int64_t c0 = (int64_t)task * OLAT_CHUNK, c1 = c0 + OLAT_CHUNK < kvr ? c0 + OLAT_CHUNK : kvr;
-    const int64_t w = c1 - c0;
-    float buf[OLAT_CHUNK];
-    for (int h = 0; h < H; h++) memset(j->out + (size_t)h * kvr + c0, 0, sizeof(float) * (size_t)w);
-    for (int64_t s = 0; s < j->len; s++) {
-        const unsigned char *row = kv_row(c, j->layer, s);
-        const float *lat;
-        if (c->kv_type == MOE_KV_F32) {
-            lat = (const float *)row + c0;
-        } else {
-            for (int64_t k = 0; k < w; k++) {
+    c->m->k->gemm_t[j->cache.type](&j->cache, 0, j->cache.rows, c0, c1, c->scores, c->n_ctx, c->m->cfg.n_heads,
+                                   j->out, kvr);
+}
+
+/* ---- attention, decompressed (prefill of big batches)
+ *
+ * K_nope and V of every cached token are decompressed from the latents
+ * (kv_b, or k_b / v_b) tile by tile, DEC_TILE keys at a time, and each
+ * head runs standard attention over them: scores = q_nope k_nope + q_rope
+ * k_rope, an online softmax across tiles (running max m and sum l; per
+ * tile the kernel softmax of the row, rescaled), out = sum p V.  Costs
+ * L * H * (nope + v) * kv_lora for the decompression plus T * H * L *
+ * (nope + rope + v) for attention, against T * H * L * (2 kv_lora + rope)
+ * absorbed: cheaper for big batches T. */
+
+/* Decompress cached latents [s0, s0 + n) of a layer into c->dkv. */
+struct dec_kv_job {
+    struct moe_context *c;
+    const struct moe_layer *L;
+    const struct moe_mat *vb;  /* v_b, or its FP32 copy */
+    const float *lat;
+    int64_t ldl;
+    int n;
+};
+
+static void dec_split_task(void *ctx, int h)
+{
+    const struct dec_kv_job *j = ctx;
+    struct moe_context *c = j->c;
+    const struct moe_config *cf = &c->m->cfg;
+    const struct moe_kernels *k = c->m->k;
+    const int64_t nope = cf->qk_nope_head_dim, v = cf->v_head_dim, kvr = cf->kv_lora_rank;
+    const int64_t ld = (int64_t)cf->n_heads * (nope + v);
+    /* K_nope_h[s] = lat[s] k_b_h (k_b_h = W_UK_h^T: [kv_lora][nope]) */
+    k->gemm_t[j->L->k_b.type](&j->L->k_b, h * kvr, (h + 1) * kvr, 0, nope, j->lat, j->ldl, j->n,
+                              c->dkv + h * (nope + v), ld);
+    /* V_h[s] = v_b_h lat[s]: rows h*v.. of v_b land at column h*(nope+v)+nope */
+    struct moe_acts a = {.k = kvr, .n = j->n, .x = j->lat, .ldx = j->ldl};
+    if (is_q8(j->vb)) {
+        a.q = c->dq.q;
+        a.qd = c->dq.d;
+        a.qs = c->dq.s;
+    }
+    const moe_matmul_fn fn = j->n == 1 ? k->gemv[j->vb->type] : k->gemm[j->vb->type];
+    fn(j->vb, h * v, (h + 1) * v, &a, c->dkv + (h + 1) * nope, ld);
+}
+
+static void dec_decompress(struct moe_context *c, int layer, int64_t s0, int n)
+{
+    const struct moe_config *cf = &c->m->cfg;
+    const struct moe_kernels *k = c->m->k;
+    const struct moe_layer *L = &c->m->layers[layer];
+    const int64_t kvr = cf->kv_lora_rank, kvw = kvr + cf->qk_rope_head_dim;
+    const int H = cf->n_heads;
+    const float *lat;
+    int64_t ldl;
+    if (c->kv_type == MOE_KV_F32) {
+        lat = (const float *)kv_row(c, layer, s0);
+        ldl = kvw;
+    } else {
+        for (int s = 0; s < n; s++) {
+            const unsigned char *row = kv_row(c, layer, s0 + s);
+            for (int64_t i = 0; i < kvr; i++) {
                 uint16_t b;
-                memcpy(&b, row + 2 * (c0 + k), 2);
-                buf[k] = moe_bf16_to_f32(b);
+                memcpy(&b, row + 2 * i, 2);
+                c->dlat[(size_t)s * kvr + i] = moe_bf16_to_f32(b);
             }
-            lat = buf;
         }
+        lat = c->dlat;
+        ldl = kvr;
+    }
+    /* Q8_0 weights: decompress with FP32 weights and latents, as exact as
+     * the absorbed path (a Q8_0 GEMM would round the latents to int8). */
+    const struct moe_mat *wb = L->kv_split ? &L->v_b : &L->kv_b;
+    struct moe_mat wf = *wb;
+    if (is_q8(wb) && c->dw) {
+        for (int64_t r = 0; r < wb->rows; r++) moe_ref_dequant_row(c->dw + (size_t)r * kvr, wb, r);
+        wf = (struct moe_mat){.type = MOE_W_F32, .rows = wb->rows, .cols = kvr, .data = c->dw};
+    }
+    struct moe_acts a;
+    acts_make(k, &a, lat, n, kvr, ldl, &c->dq, is_q8(&wf));
+    if (L->kv_split) {
+        struct dec_kv_job j = {c, L, &wf, lat, ldl, n};
+        const double work = (double)n * (double)H * (double)(cf->qk_nope_head_dim + cf->v_head_dim) * (double)kvr;
+        run_job(c, dec_split_task, &j, H, work);
+    } else {
+        item(c, 0, &wf, 0, wf.rows, &a, c->dkv, wf.rows);
+        mm_run(c, 1);
+    }
+}
+
+/* Attention of the batch over keys [s0, s0 + n), heads task, task + nt, ... */
+struct dec_attn_job {
+    struct moe_context *c;
+    int layer, T, nt;
+    int64_t s0, n;
+};
+
+static void dec_attn_task(void *ctx, int task)
+{
+    const struct dec_attn_job *j = ctx;
+    struct moe_context *c = j->c;
+    const struct moe_config *cf = &c->m->cfg;
+    const struct moe_kernels *k = c->m->k;
+    const int H = cf->n_heads, T = j->T;
+    const int64_t nope = cf->qk_nope_head_dim, rope = cf->qk_rope_head_dim, v = cf->v_head_dim;
+    const int64_t kvr = cf->kv_lora_rank, qk = nope + rope, qw = (int64_t)H * qk, ld = (int64_t)H * (nope + v);
+    const int64_t n = j->n, s0 = j->s0;
+    float *K = c->dscr + (size_t)task * c->dscr_per;  /* [n][qk] */
+    float *S = K + (size_t)DEC_TILE * qk;                /* [T][n] */
+    float *PV = S + (size_t)T * DEC_TILE;                /* [T][v] */
+    for (int h = task; h < H; h += j->nt) {
+        for (int64_t s = 0; s < n; s++) {
+            float *kr = K + s * qk;
+            memcpy(kr, c->dkv + s * ld + h * (nope + v), sizeof(float) * (size_t)nope);
+            const unsigned char *row = kv_row(c, j->layer, s0 + s);
+            if (c->kv_type == MOE_KV_F32) {
+                memcpy(kr + nope, row + 4 * kvr, sizeof(float) * (size_t)rope);
+            } else {
+                for (int64_t i = 0; i < rope; i++) {
+                    uint16_t b;
+                    memcpy(&b, row + 2 * (kvr + i), 2);
+                    kr[nope + i] = moe_bf16_to_f32(b);
+                }
+            }
+        }
+        const struct moe_mat km = {.type = MOE_W_F32, .rows = n, .cols = qk, .data = K};
+        const struct moe_acts qa = {.k = qk, .n = T, .x = c->q + h * qk, .ldx = qw};
+        (T == 1 ? k->gemv[MOE_W_F32] : k->gemm[MOE_W_F32])(&km, 0, n, &qa, S, n);
+        /* V_h as rows of stride H*(nope+v) floats: a matrix of that width read in [0, v) */
+        const struct moe_mat vm = {.type = MOE_W_F32, .rows = n, .cols = ld, .data = c->dkv + h * (nope + v) + nope};
+        int first = T, last = -1;            /* tokens that see at least one key of this tile */
+        for (int t = 0; t < T; t++) {
+            const int64_t valid = c->pos + t + 1 - s0;
+            float *st = S + (size_t)t * n;
+            if (valid <= 0) continue;
+            first = first < t ? first : t;
+            last = t;
+            const int64_t nv = valid < n ? valid : n;
+            float mx = -INFINITY;
+            for (int64_t s = 0; s < nv; s++) {
+                st[s] *= c->m->attn_scale;
+                mx = st[s] > mx ? st[s] : mx;
+            }
+            for (int64_t s = nv; s < n; s++) st[s] = -INFINITY;
+            k->softmax(st, nv);
+            for (int64_t s = nv; s < n; s++) st[s] = 0.0f;
+            /* p = exp(x - mx) / sum: the unnormalized weights are p * sum,
+             * sum = 1 / p at the max (exp(0) / sum). */
+            float pmax = 0.0f;
+            for (int64_t s = 0; s < nv; s++) pmax = st[s] > pmax ? st[s] : pmax;
+            float *m = c->dm + (size_t)t * H + h, *l = c->dl + (size_t)t * H + h;
+            const float mn = s0 == 0 || mx > *m ? mx : *m;
+            const float corr = s0 == 0 ? 0.0f : expf(*m - mn), f = expf(mx - mn) / pmax;
+            *l = (s0 == 0 ? 0.0f : *l * corr) + f;
+            *m = mn;
+            float *acc = c->attn + (size_t)t * H * v + h * v;
+            for (int64_t i = 0; i < v; i++) acc[i] *= corr;
+            /* P times f: then acc += P V directly */
+            for (int64_t s = 0; s < nv; s++) st[s] *= f;
+        }
+        if (last < 0) continue;
+        k->gemm_t[MOE_W_F32](&vm, 0, n, 0, v, S + (size_t)first * n, n, last - first + 1, PV + (size_t)first * v, v);
+        for (int t = first; t <= last; t++) {
+            float *acc = c->attn + (size_t)t * H * v + h * v;
+            const float *pv = PV + (size_t)t * v;
+            for (int64_t i = 0; i < v; i++) acc[i] += pv[i];
+        }
+    }
+}
+
+static void attention_decompressed(struct moe_context *c, int layer, int T)
+{
+    const struct moe_config *cf = &c->m->cfg;
+    const int H = cf->n_heads;
+    const int64_t v = cf->v_head_dim, L = c->pos + T;
+    const int nt = moe_pool_threads(c->m->pool);
+    memset(c->attn, 0, sizeof(float) * (size_t)T * (size_t)H * (size_t)v);
+    for (int64_t s0 = 0; s0 < L; s0 += DEC_TILE) {
+        const int n = (int)(L - s0 < DEC_TILE ? L - s0 : DEC_TILE);
+        dec_decompress(c, layer, s0, n);
+        struct dec_attn_job j = {c, layer, T, nt < H ? nt : H, s0, n};
+        const double work = (double)T * (double)H * (double)n * (double)(cf->qk_nope_head_dim + cf->qk_rope_head_dim + v);
+        run_job(c, dec_attn_task, &j, j.nt, work);
+    }
+    for (int t = 0; t < T; t++)
         for (int h = 0; h < H; h++) {
-            float *o = j->out + (size_t)h * kvr + c0;
-            const float p = c->scores[(size_t)h * c->n_ctx + s];
-            if (w == OLAT_CHUNK) axpy64(o, p, lat);
-            else axpy(o, p, lat, w);
+            const float inv = 1.0f / c->dl[(size_t)t * H + h];
+            float *acc = c->attn + (size_t)t * H * v + h * v;
+            for (int64_t i = 0; i < v; i++) acc[i] *= inv;
         }
+}
+
+/* The path for a batch of T tokens: decompressed when forced, or (AUTO)
+ * for batches of at least DEC_MIN_T tokens (see README, "Attention paths",
+ * for the measurement behind the rule); decode always absorbed. */
+static bool dec_wanted(const struct moe_context *c, int T)
+{
+    if (!c->dkv || T < 2) return false;
+    return c->attn_path == MOE_ATTN_DECOMPRESSED || T >= DEC_MIN_T;
+}
+
+/* Attention of the batch over the latent cache with W_UK absorbed into the
+ * query and W_UV applied after: c->q (roped) in, c->attn [T][H * v] out. */
+static void attention_absorbed(struct moe_context *c, int layer, int T)
+{
+    struct moe_model *m = c->m;
+    const struct moe_kernels *k = m->k;
+    const struct moe_config *cf = &m->cfg;
+    const struct moe_layer *L = &m->layers[layer];
+    const int H = cf->n_heads;
+    const int64_t nope = cf->qk_nope_head_dim, rope = cf->qk_rope_head_dim;
+    const int64_t v = cf->v_head_dim, kvr = cf->kv_lora_rank, kvw = kvr + rope, qw = H * (nope + rope);
+    struct moe_acts a;
+
+    /* absorbed query: qcat[t][h] = [q_nope_h W_UK_h | q_rope_h] */
+    if (L->kv_split) {
+        /* attn_k_b head h: rows h*kvr + [0, kvr) of [H*kvr, nope]: a plain product */
+        const bool q8 = is_q8(&L->k_b);
+        for (int h = 0; h < H; h++) {
+            struct qbuf qb = c->qaux;
+            const size_t o = (size_t)h * (size_t)T * (size_t)nope;
+            qb.q += o;
+            qb.d += o / 32;
+            qb.s += o / 32;
+            acts_make(k, &a, c->q + h * (nope + rope), T, nope, qw, &qb, q8);
+            item(c, h, &L->k_b, h * kvr, (h + 1) * kvr, &a, c->tmp, H * kvr);
+        }
+        mm_run(c, H);
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < H; h++)
+                memcpy(c->qcat + ((size_t)t * H + h) * kvw, c->tmp + (size_t)t * H * kvr + h * kvr,
+                       sizeof(float) * (size_t)kvr);
+    } else {
+        struct absorb_job j = {c, &L->kv_b, T};
+        run_job(c, absorb_task, &j, H, (double)H * (double)nope * (double)kvr * (double)(T + 4));
+    }
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < H; h++)
+            memcpy(c->qcat + ((size_t)t * H + h) * kvw + kvr, c->q + t * qw + h * (nope + rope) + nope,
+                   sizeof(float) * (size_t)rope);
+
+    /* per token: scores over the cache (the cache as a matrix, heads as
+     * columns), softmax, latent output */
+    const struct moe_mat cache = {.type = c->kv_type == MOE_KV_F32 ? MOE_W_F32 : MOE_W_BF16,
+                                  .cols = kvw, .data = kv_row(c, layer, 0)};
+    for (int t = 0; t < T; t++) {
+        const int64_t len = c->pos + t + 1;
+        struct moe_mat cm = cache;
+        cm.rows = len;
+        acts_make(k, &a, c->qcat + (size_t)t * H * kvw, H, kvw, kvw, NULL, false);
+        item(c, 0, &cm, 0, len, &a, c->scores, c->n_ctx);
+        mm_run(c, 1);
+        struct softmax_job sj = {c, len, m->attn_scale};
+        run_job(c, softmax_task, &sj, H, 16.0 * (double)H * (double)len);
+        struct olat_job oj = {c, cm, c->olat + (size_t)t * H * kvr};
+        run_job(c, olat_task, &oj, (int)((kvr + OLAT_CHUNK - 1) / OLAT_CHUNK), (double)H * (double)len * (double)kvr);
+    }
+
+    /* out_h = W_UV_h o_lat_h, then o_proj */
+    if (L->kv_split) {
+        const bool q8 = is_q8(&L->v_b);
+        for (int h = 0; h < H; h++) {
+            struct qbuf qb = c->qaux;
+            const size_t o = (size_t)h * (size_t)T * (size_t)kvr;
+            qb.q += o;
+            qb.d += o / 32;
+            qb.s += o / 32;
+            acts_make(k, &a, c->olat + h * kvr, T, kvr, H * kvr, &qb, q8);
+            item(c, h, &L->v_b, h * v, (h + 1) * v, &a, c->attn, H * v);
+        }
+        mm_run(c, H);
+    } else {
+        const bool q8 = is_q8(&L->kv_b);
+        const int64_t ldy = H * (nope + v);
+        for (int h = 0; h < H; h++) {
+            struct qbuf qb = c->qaux;
+            const size_t o = (size_t)h * (size_t)T * (size_t)kvr;
+            qb.q += o;
+            qb.d += o / 32;
+            qb.s += o / 32;
+            acts_make(k, &a, c->olat + h * kvr, T, kvr, H * kvr, &qb, q8);
+            item(c, h, &L->kv_b, h * (nope + v) + nope, (h + 1) * (nope + v), &a, c->tmp, ldy);
+        }
+        mm_run(c, H);
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < H; h++)
+                memcpy(c->attn + (size_t)t * H * v + h * v, c->tmp + (size_t)t * ldy + h * (nope + v) + nope,
+                       sizeof(float) * (size_t)v);
     }
 }
 
@@ -516,81 +796,8 @@ static void attention(struct moe_context *c, int layer, int T)
         }
     }
 
-    /* absorbed query: qcat[t][h] = [q_nope_h W_UK_h | q_rope_h] */
-    if (L->kv_split) {
-        /* attn_k_b head h: rows h*kvr + [0, kvr) of [H*kvr, nope]: a plain product */
-        const bool q8 = is_q8(&L->k_b);
-        for (int h = 0; h < H; h++) {
-            struct qbuf qb = c->qaux;
-            const size_t o = (size_t)h * (size_t)T * (size_t)nope;
-            qb.q += o;
-            qb.d += o / 32;
-            qb.s += o / 32;
-            acts_make(k, &a, c->q + h * (nope + rope), T, nope, qw, &qb, q8);
-            item(c, h, &L->k_b, h * kvr, (h + 1) * kvr, &a, c->tmp, H * kvr);
-        }
-        mm_run(c, H);
-        for (int t = 0; t < T; t++)
-            for (int h = 0; h < H; h++)
-                memcpy(c->qcat + ((size_t)t * H + h) * kvw, c->tmp + (size_t)t * H * kvr + h * kvr,
-                       sizeof(float) * (size_t)kvr);
-    } else {
-        struct absorb_job j = {c, &L->kv_b, T};
-        run_job(c, absorb_task, &j, H, (double)H * (double)nope * (double)kvr * (double)(T + 4));
-    }
-    for (int t = 0; t < T; t++)
-        for (int h = 0; h < H; h++)
-            memcpy(c->qcat + ((size_t)t * H + h) * kvw + kvr, c->q + t * qw + h * (nope + rope) + nope,
-                   sizeof(float) * (size_t)rope);
-
-    /* per token: scores over the cache (the cache as a matrix, heads as
-     * columns), softmax, latent output */
-    const struct moe_mat cache = {.type = c->kv_type == MOE_KV_F32 ? MOE_W_F32 : MOE_W_BF16,
-                                  .cols = kvw, .data = kv_row(c, layer, 0)};
-    for (int t = 0; t < T; t++) {
-        const int64_t len = c->pos + t + 1;
-        struct moe_mat cm = cache;
-        cm.rows = len;
-        acts_make(k, &a, c->qcat + (size_t)t * H * kvw, H, kvw, kvw, NULL, false);
-        item(c, 0, &cm, 0, len, &a, c->scores, c->n_ctx);
-        mm_run(c, 1);
-        struct softmax_job sj = {c, len, m->attn_scale};
-        run_job(c, softmax_task, &sj, H, 16.0 * (double)H * (double)len);
-        struct olat_job oj = {c, layer, len, c->olat + (size_t)t * H * kvr};
-        run_job(c, olat_task, &oj, (int)((kvr + OLAT_CHUNK - 1) / OLAT_CHUNK), (double)H * (double)len * (double)kvr);
-    }
-
-    /* out_h = W_UV_h o_lat_h, then o_proj */
-    if (L->kv_split) {
-        const bool q8 = is_q8(&L->v_b);
-        for (int h = 0; h < H; h++) {
-            struct qbuf qb = c->qaux;
-            const size_t o = (size_t)h * (size_t)T * (size_t)kvr;
-            qb.q += o;
-            qb.d += o / 32;
-            qb.s += o / 32;
-            acts_make(k, &a, c->olat + h * kvr, T, kvr, H * kvr, &qb, q8);
-            item(c, h, &L->v_b, h * v, (h + 1) * v, &a, c->attn, H * v);
-        }
-        mm_run(c, H);
-    } else {
-        const bool q8 = is_q8(&L->kv_b);
-        const int64_t ldy = H * (nope + v);
-        for (int h = 0; h < H; h++) {
-            struct qbuf qb = c->qaux;
-            const size_t o = (size_t)h * (size_t)T * (size_t)kvr;
-            qb.q += o;
-            qb.d += o / 32;
-            qb.s += o / 32;
-            acts_make(k, &a, c->olat + h * kvr, T, kvr, H * kvr, &qb, q8);
-            item(c, h, &L->kv_b, h * (nope + v) + nope, (h + 1) * (nope + v), &a, c->tmp, ldy);
-        }
-        mm_run(c, H);
-        for (int t = 0; t < T; t++)
-            for (int h = 0; h < H; h++)
-                memcpy(c->attn + (size_t)t * H * v + h * v, c->tmp + (size_t)t * ldy + h * (nope + v) + nope,
-                       sizeof(float) * (size_t)v);
-    }
+    if (dec_wanted(c, T)) attention_decompressed(c, layer, T);
+    else attention_absorbed(c, layer, T);
     acts_make(k, &a, c->attn, T, H * v, H * v, &c->qin, is_q8(&L->o));
     matmul(c, &L->o, &a, c->ybuf);
     for (int64_t i = 0; i < (int64_t)T * D; i++) c->x[i] += c->ybuf[i];

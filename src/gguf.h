@@ -163,13 +163,12 @@ int moe_gguf_writer_add_tensor(struct moe_gguf_writer *w, const char *name, enum
  * first, exactly as it goes into the file. */
 int moe_gguf_writer_add_tensor_raw(struct moe_gguf_writer *w, const char *name, uint32_t ggml_type, int n_dims,
                                    const uint64_t *ne, const void *data, size_t nbytes);
-/* Like add_tensor, for tensors too big to hold in memory: the bytes are
- * made at write time by fill(user, buf, offset, n), called in order with
- * offset and n multiples of unit (n may be shorter at the end). */
-typedef void (*moe_gguf_fill_fn)(void *user, void *buf, size_t offset, size_t n);
+/* As moe_gguf_writer_add_tensor, for tensors too big to hold in memory: the
+ * bytes are made at write time by fill(user, buf, offset, n), in pieces that
+ * are whole multiples of unit (0: the whole tensor at once); see
+ * moe_tmpfile_write_fill. */
 int moe_gguf_writer_add_tensor_fill(struct moe_gguf_writer *w, const char *name, enum moe_wtype type, int n_dims,
-                                    const int64_t *shape, size_t nbytes, moe_gguf_fill_fn fill, void *user,
-                                    size_t unit);
+                                    const int64_t *shape, size_t nbytes, moe_fill_fn fill, void *user, size_t unit);
 int moe_gguf_writer_write(struct moe_gguf_writer *w, const char *path, char *err, size_t errlen);
 
 #endif

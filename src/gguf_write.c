@@ -20,7 +20,7 @@ struct wtensor {
     uint64_t ne[MOE_MAX_DIMS];
     const void *data;
     size_t nbytes;
-    moe_gguf_fill_fn fill;     /* or data made at write time */
+    moe_fill_fn fill;          /* or data produced at write time */
     void *fill_user;
     size_t fill_unit;
 };
@@ -38,6 +38,8 @@ struct moe_gguf_writer {
     struct moe_arena arena;
     int status;                /* first error of an add, or 0 */
     char msg[256];
+    moe_fill_fn pending_fill;  /* set by add_tensor_fill for the add it makes */
+    void *pending_user;
 };
 
 struct moe_gguf_writer *moe_gguf_writer_new(void)
@@ -259,7 +261,7 @@ int moe_gguf_writer_add_tensor_raw(struct moe_gguf_writer *w, const char *name, 
     if (w->status) return w->status;
     if (!name || !*name) return fail(w, MOE_ERR_INVALID, "empty tensor name", name);
     if (n_dims < 1 || n_dims > MOE_MAX_DIMS) return fail(w, MOE_ERR_INVALID, "n_dims must be 1..4", name);
-    if (nbytes && !data) return fail(w, MOE_ERR_INVALID, "no data", name);
+    if (nbytes && !data && !w->pending_fill) return fail(w, MOE_ERR_INVALID, "no data", name);
     for (size_t i = 0; i < w->n_t; i++)
         if (strcmp(w->t[i].name, name) == 0) return fail(w, MOE_ERR_INVALID, "tensor added twice", name);
     if (w->n_t == w->cap_t) {
@@ -278,6 +280,9 @@ int moe_gguf_writer_add_tensor_raw(struct moe_gguf_writer *w, const char *name, 
     for (int d = 0; d < n_dims; d++) t->ne[d] = ne[d];
     t->data = data;
     t->nbytes = nbytes;
+    t->fill = w->pending_fill;
+    t->fill_user = w->pending_user;
+    t->fill_unit = 0;
     w->n_t++;
     return 0;
 }
@@ -311,38 +316,17 @@ int moe_gguf_writer_add_tensor(struct moe_gguf_writer *w, const char *name, enum
 }
 
 int moe_gguf_writer_add_tensor_fill(struct moe_gguf_writer *w, const char *name, enum moe_wtype type, int n_dims,
-                                    const int64_t *shape, size_t nbytes, moe_gguf_fill_fn fill, void *user,
-                                    size_t unit)
+                                    const int64_t *shape, size_t nbytes, moe_fill_fn fill, void *user, size_t unit)
 {
-    static const unsigned char placeholder;
-    if (!fill || unit == 0) return fail(w, MOE_ERR_INVALID, "no fill function or unit", name);
-    int rc = moe_gguf_writer_add_tensor(w, name, type, n_dims, shape, &placeholder, nbytes);
-    if (rc) return rc;
-    struct wtensor *t = &w->t[w->n_t - 1];
-    t->data = NULL;
-    t->fill = fill;
-    t->fill_user = user;
-    t->fill_unit = unit;
-    return 0;
-}
-
-/* A filled tensor, in pieces of about 64 MiB (whole units). */
-static void write_filled(struct moe_tmpfile *f, const struct wtensor *t)
-{
-    size_t piece = ((size_t)64 << 20) / t->fill_unit * t->fill_unit;
-    if (piece == 0) piece = t->fill_unit;
-    if (piece > t->nbytes) piece = t->nbytes;
-    void *buf = malloc(piece ? piece : 1);
-    if (!buf) {
-        f->failed = ENOMEM;
-        return;
-    }
-    for (size_t o = 0; o < t->nbytes && !f->failed; o += piece) {
-        const size_t n = t->nbytes - o < piece ? t->nbytes - o : piece;
-        t->fill(t->fill_user, buf, o, n);
-        moe_tmpfile_write(f, buf, n);
-    }
-    free(buf);
+    if (w->status) return w->status;
+    if (!fill) return fail(w, MOE_ERR_INVALID, "no fill function", name);
+    w->pending_fill = fill;
+    w->pending_user = user;
+    int rc = moe_gguf_writer_add_tensor(w, name, type, n_dims, shape, NULL, nbytes);
+    w->pending_fill = NULL;
+    w->pending_user = NULL;
+    if (!rc) w->t[w->n_t - 1].fill_unit = unit;
+    return rc;
 }
 
 /* ---- Serialization */
@@ -450,7 +434,7 @@ int moe_gguf_writer_write(struct moe_gguf_writer *w, const char *path, char *err
     moe_tmpfile_pad(&f, (align - pos % align) % align, 0);
     for (size_t i = 0; i < w->n_t; i++) {
         const struct wtensor *t = &w->t[i];
-        if (t->fill) write_filled(&f, t);
+        if (t->fill) moe_tmpfile_write_fill(&f, t->fill, t->fill_user, t->nbytes, t->fill_unit);
         else moe_tmpfile_write(&f, t->data, t->nbytes);
         moe_tmpfile_pad(&f, (align - t->nbytes % align) % align, 0);
     }

@@ -416,7 +416,7 @@ static void eval_help(FILE *f)
             "  -t N              threads (default: physical cores)\n"
             "  --ctx N           KV cache size in tokens (default: the number of ids)\n"
             "  --kv-type T       KV cache type: f32 (default) or bf16\n"
-            "  --batch N         tokens per prefill batch (default 64)\n");
+            "  --batch N         tokens per prefill batch (default 512)\n");
     moe_cli_pager_help(f);
 }
 
@@ -460,7 +460,7 @@ static void chat_help(FILE *f)
             "  -t N              threads (default: physical cores)\n"
             "  --ctx N           KV cache size in tokens (default 4096)\n"
             "  --kv-type T       KV cache type: f32 (default) or bf16\n"
-            "  --batch N         tokens per prefill batch (default 64)\n");
+            "  --batch N         tokens per prefill batch (default 512)\n");
     moe_cli_pager_help(f);
 }
 
@@ -514,7 +514,7 @@ static int cmd_eval(int argc, char **argv)
     }
     out_open = true;
     /* In batch-sized pieces so the logits of a long input never sit in memory at once. */
-    const int64_t step = o.batch > 0 ? o.batch : 64;
+    const int64_t step = o.batch > 0 ? o.batch : 512;
     for (int64_t i = 0; i < n; i += step) {
         const int64_t cnt = n - i < step ? n - i : step;
         if (moe_context_eval(c, ids + i, cnt, 1, err, sizeof err)) {
@@ -635,7 +635,7 @@ static void perplexity_help(FILE *f)
             "  -t N                   threads (default: physical cores)\n"
             "  --ctx N                KV cache size in tokens (default: the number of ids)\n"
             "  --kv-type T            KV cache type: f32 (default) or bf16\n"
-            "  --batch N              tokens per prefill batch (default 64)\n");
+            "  --batch N              tokens per prefill batch (default 512)\n");
     moe_cli_pager_help(f);
 }
 
@@ -672,7 +672,7 @@ static int cmd_perplexity(int argc, char **argv)
     double nll = 0;
     rc = 1;
     if (check_ids("perplexity", m, ids, n)) goto done;
-    const int64_t step = o.batch > 0 ? o.batch : 64;
+    const int64_t step = o.batch > 0 ? o.batch : 512;
     for (int64_t i = 0; i < n - 1; i += step) {
         const int64_t cnt = n - 1 - i < step ? n - 1 - i : step;   /* the last id is only predicted */
         if (moe_context_eval(c, ids + i, cnt, 1, err, sizeof err)) {

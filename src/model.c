@@ -316,6 +316,7 @@ int moe_model_bind(struct moe_model *m, char *err, size_t errlen)
         if ((rc = bind_attn(&b, L, i)) || (rc = bind_ffn(&b, L, i))) return rc;
         if ((rc = check_q8_cols(&b, &L->k_b, "attn_k_b", i)) || (rc = check_q8_cols(&b, &L->v_b, "attn_v_b", i)))
             return rc;
+        if (m->progress) m->progress(m->progress_user, "binding layers", 0.5 + 0.5 * (double)(i + 1) / c->n_layers);
     }
 
     /* RoPE: YaRN frequencies and the two mscale terms. */
@@ -426,7 +427,14 @@ int moe_model_open(struct moe_model **out, const char *path, const struct moe_mo
     if ((rc = moe_model_files_open(&m->files, path, err, errlen))) goto fail;
     if ((rc = moe_config_load(&m->cfg, m->files, err, errlen))) goto fail;
     progress(p, "binding tensors", 0.5);
-    if ((rc = moe_model_bind(m, err, errlen))) goto fail;
+    if (p) {
+        m->progress = p->progress;
+        m->progress_user = p->progress_user;
+    }
+    rc = moe_model_bind(m, err, errlen);
+    m->progress = NULL;        /* the caller's user pointer is only valid during open */
+    m->progress_user = NULL;
+    if (rc) goto fail;
     int nt = p && p->n_threads > 0 ? p->n_threads : moe_physical_cores();
     if (nt > 1024) nt = 1024;
     m->pool = moe_pool_create(nt);

@@ -68,6 +68,9 @@ struct moe_model {
     float attn_scale;          /* (nope + rope)^-0.5 * mscale_all_dim^2 term */
     size_t weight_bytes;
     struct moe_pager *pager;   /* NULL: experts read straight from the mapping (src/pager.h) */
+    /* load progress (moe_model_params), called per bound layer; may be NULL */
+    moe_progress_fn progress;
+    void *progress_user;
 };
 
 /* Bind every tensor of an open model's files (config already loaded into

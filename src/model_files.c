@@ -277,6 +277,27 @@ int moe_tmpfile_commit(struct moe_tmpfile *f, char *err, size_t errlen)
     return MOE_OK;
 }
 
+void moe_tmpfile_write_fill(struct moe_tmpfile *f, moe_fill_fn fill, void *user, size_t nbytes, size_t unit)
+{
+    size_t piece = nbytes;
+    if (unit) {
+        piece = ((size_t)64 << 20) / unit * unit;
+        if (piece == 0) piece = unit;
+        if (piece > nbytes) piece = nbytes;
+    }
+    void *buf = malloc(piece ? piece : 1);
+    if (!buf) {
+        if (!f->failed) f->failed = ENOMEM;
+        return;
+    }
+    for (size_t o = 0; o < nbytes && !f->failed; o += piece) {
+        const size_t n = nbytes - o < piece ? nbytes - o : piece;
+        fill(user, buf, o, n);
+        moe_tmpfile_write(f, buf, n);
+    }
+    free(buf);
+}
+
 void moe_tmpfile_abort(struct moe_tmpfile *f)
 {
     if (f->fp) fclose(f->fp);

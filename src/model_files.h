@@ -137,6 +137,14 @@ void moe_tmpfile_write(struct moe_tmpfile *f, const void *p, size_t n);
 void moe_tmpfile_pad(struct moe_tmpfile *f, size_t n, uint8_t byte);
 int moe_tmpfile_commit(struct moe_tmpfile *f, char *err, size_t errlen);
 void moe_tmpfile_abort(struct moe_tmpfile *f);
+/* Tensor data produced at write time (writers' *_fill variants): fill
+ * dst[0, nbytes).  Lets a generator stream models larger than memory. */
+typedef void (*moe_fill_fn)(void *user, void *dst, size_t offset, size_t nbytes);
+/* Write nbytes produced by fill(user, buf, offset, n) at write time: in
+ * order, in pieces of about 64 MiB that are whole multiples of unit (the
+ * last may be shorter); unit 0 = the whole tensor in one call.  A failed
+ * allocation counts as a write error. */
+void moe_tmpfile_write_fill(struct moe_tmpfile *f, moe_fill_fn fill, void *user, size_t nbytes, size_t unit);
 
 /* Overflow-checked size arithmetic: 0 on success, -1 on overflow. */
 static inline int moe_mul_size(size_t a, size_t b, size_t *r)

@@ -128,10 +128,16 @@ int64_t moe_model_pager_history(const struct moe_model *m, struct moe_pager_stat
 
 enum moe_kv_type { MOE_KV_F32 = 0, MOE_KV_BF16 = 1 };
 
+/* How prefill attends: over the latent cache with the weights absorbed
+ * (decode always does), or with K/V decompressed from the cached latents
+ * (faster for big batches); AUTO picks by the measured rule in forward.c. */
+enum moe_attn_path { MOE_ATTN_AUTO = 0, MOE_ATTN_ABSORBED, MOE_ATTN_DECOMPRESSED };
+
 struct moe_context_params {
     int64_t n_ctx;             /* tokens the KV cache holds; <= 0: min(4096, max_position_embeddings) */
     enum moe_kv_type kv_type;
-    int n_batch;               /* prefill processes at most this many tokens at once; <= 0: 64 */
+    int n_batch;               /* prefill processes at most this many tokens at once; <= 0: 512 */
+    enum moe_attn_path attn;   /* default AUTO */
 };
 void moe_context_params_init(struct moe_context_params *p);
 

@@ -425,6 +425,8 @@ struct st_item {
     int64_t shape[MOE_MAX_DIMS];
     const void *data;
     size_t nbytes;
+    moe_fill_fn fill;          /* or data produced at write time */
+    void *fill_user;
 };
 
 struct moe_st_writer {
@@ -496,6 +498,20 @@ int moe_st_writer_add(struct moe_st_writer *w, const char *name, const char *dty
     return 0;
 }
 
+int moe_st_writer_add_fill(struct moe_st_writer *w, const char *name, const char *dtype, int n_dims,
+                           const int64_t *shape, size_t nbytes, moe_fill_fn fill, void *user)
+{
+    if (w->status) return w->status;
+    if (!fill) return wfail(w, MOE_ERR_INVALID, "no fill function", name);
+    static const unsigned char dummy;
+    int rc = moe_st_writer_add(w, name, dtype, n_dims, shape, &dummy, nbytes);
+    if (rc) return rc;
+    w->items[w->n - 1].data = NULL;
+    w->items[w->n - 1].fill = fill;
+    w->items[w->n - 1].fill_user = user;
+    return 0;
+}
+
 int moe_st_writer_add_metadata(struct moe_st_writer *w, const char *key, const char *value)
 {
     if (w->status) return w->status;
@@ -563,7 +579,11 @@ static int write_one(struct moe_st_writer *w, size_t lo, size_t hi, const char *
     moe_tmpfile_write(&f, lb, 8);
     moe_tmpfile_write(&f, hdr, hlen);
     moe_tmpfile_pad(&f, padded - hlen, ' ');
-    for (size_t j = 0; j < k; j++) moe_tmpfile_write(&f, w->items[order[j]].data, w->items[order[j]].nbytes);
+    for (size_t j = 0; j < k; j++) {
+        const struct st_item *it = &w->items[order[j]];
+        if (it->fill) moe_tmpfile_write_fill(&f, it->fill, it->fill_user, it->nbytes, 0);
+        else moe_tmpfile_write(&f, it->data, it->nbytes);
+    }
     rc = moe_tmpfile_commit(&f, err, errlen);
 done:
     free(hdr);

@@ -67,6 +67,9 @@ void moe_st_writer_free(struct moe_st_writer *w);
  * dtype size. */
 int moe_st_writer_add(struct moe_st_writer *w, const char *name, const char *dtype, int n_dims,
                       const int64_t *shape, const void *data, size_t nbytes);
+/* As moe_st_writer_add, the data produced by fill(user, ...) at write time. */
+int moe_st_writer_add_fill(struct moe_st_writer *w, const char *name, const char *dtype, int n_dims,
+                           const int64_t *shape, size_t nbytes, moe_fill_fn fill, void *user);
 /* A "__metadata__" string entry. */
 int moe_st_writer_add_metadata(struct moe_st_writer *w, const char *key, const char *value);
 /* One file at path (via path.tmp + rename). */

@@ -204,7 +204,9 @@ struct mtensor {
     enum kind kind;
     int n_dims;               /* 1 or 2 */
     int64_t shape[2];         /* outermost first: [rows, cols] or [n] */
-    float *data;
+    float *data;              /* NULL while lazy (--stream): made when written */
+    double std;               /* how the values are drawn (fill_uniform) */
+    float offset;
 };
 
 struct model {
@@ -212,6 +214,7 @@ struct model {
     uint64_t seed;
     struct mtensor *t;
     size_t n, cap;
+    bool lazy;                /* --stream: projections and embeddings drawn only when written */
 };
 
 static int64_t mt_numel(const struct mtensor *t) { return t->n_dims == 1 ? t->shape[0] : t->shape[0] * t->shape[1]; }
@@ -231,7 +234,11 @@ static struct mtensor *model_add(struct model *m, const char *name, enum kind ki
     t->n_dims = n_dims;
     t->shape[0] = rows;
     t->shape[1] = n_dims == 2 ? cols : 1;
-    t->data = xmalloc((size_t)mt_numel(t) * sizeof(float));
+    t->std = 0.0;
+    t->offset = 0.0f;
+    /* kv_b stays eager: --mla-split transposes it while building the file */
+    bool lazy = m->lazy && (kind == K_PROJ || kind == K_EMBED) && !strstr(name, "kv_b_proj");
+    t->data = lazy ? NULL : xmalloc((size_t)mt_numel(t) * sizeof(float));
     return t;
 }
 
@@ -244,14 +251,31 @@ static const struct mtensor *model_find(const struct model *m, const char *name)
 
 /* Uniform with the given standard deviation (half-width sqrt(3) * std), like
  * PyTorch's default nn.Linear init family; offset added to each value. */
-static void fill_uniform(const struct model *m, struct mtensor *t, double std, float offset)
+static void draw_values(const struct model *m, const struct mtensor *t, float *dst)
 {
     uint64_t s = stream_seed(m->seed, t->name);
-    float a = (float)(sqrt(3.0) * std);
+    float a = (float)(sqrt(3.0) * t->std);
     int64_t n = mt_numel(t);
     /* a * u is exact in double (24 x 24 bits), so the sum rounds once
      * whether or not the compiler fuses it: the same floats everywhere. */
-    for (int64_t i = 0; i < n; i++) t->data[i] = (float)((double)offset + (double)a * (double)uniform_pm1(&s));
+    for (int64_t i = 0; i < n; i++) dst[i] = (float)((double)t->offset + (double)a * (double)uniform_pm1(&s));
+}
+
+static void fill_uniform(const struct model *m, struct mtensor *t, double std, float offset)
+{
+    t->std = std;
+    t->offset = offset;
+    if (t->data) draw_values(m, t, t->data);
+}
+
+/* The values of t: its data, or (lazy) a fresh buffer the caller frees. */
+static float *mt_values(const struct model *m, const struct mtensor *t, float **owned)
+{
+    *owned = NULL;
+    if (t->data) return t->data;
+    *owned = xmalloc((size_t)mt_numel(t) * sizeof(float));
+    draw_values(m, t, *owned);
+    return *owned;
 }
 
 static void add_proj(struct model *m, const char *name, int64_t rows, int64_t cols)
@@ -921,6 +945,59 @@ static void remove_old_weights(const char *dir)
     closedir(dp);
 }
 
+/* --stream: a tensor's stored bytes made at write time. */
+struct lazy_job {
+    const struct model *m;
+    const struct mtensor *t;
+    enum moe_wtype type;      /* GGUF: the stored type */
+    int layer, which;         /* GGUF expert stacks: layer and down/gate/up */
+};
+
+static void hf_fill_fp8(void *user, void *dst, size_t offset, size_t nbytes)
+{
+    (void)offset; /* unit 0: one call for the whole tensor */
+    const struct lazy_job *j = user;
+    float *own;
+    const float *x = mt_values(j->m, j->t, &own);
+    int64_t rows = j->t->shape[0], cols = j->t->shape[1];
+    float *sc = xmalloc((size_t)(moe_fp8_scale_rows(rows) * moe_fp8_scale_cols(cols)) * sizeof *sc);
+    moe_quantize_fp8_block128(dst, sc, x, rows, cols);
+    (void)nbytes;
+    free(sc);
+    free(own);
+}
+
+static void hf_fill_fp8_scale(void *user, void *dst, size_t offset, size_t nbytes)
+{
+    (void)offset; /* unit 0: one call for the whole tensor */
+    const struct lazy_job *j = user;
+    float *own;
+    const float *x = mt_values(j->m, j->t, &own);
+    int64_t rows = j->t->shape[0], cols = j->t->shape[1], sc = moe_fp8_scale_cols(cols);
+    /* the scales moe_quantize_fp8_block128 computes (amax / 448, 1 for an
+     * all-zero block), without quantizing the weights */
+    float *scale = dst;
+    for (int64_t i = 0; i < moe_fp8_scale_rows(rows) * sc; i++) scale[i] = 0.0f;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) {
+            float *a = &scale[(r / 128) * sc + c / 128];
+            *a = fmaxf(*a, fabsf(x[r * cols + c]));
+        }
+    for (size_t i = 0; i < nbytes / sizeof(float); i++) scale[i] = scale[i] > 0.0f ? scale[i] / MOE_FP8_MAX : 1.0f;
+    free(own);
+}
+
+static void hf_fill_bf16(void *user, void *dst, size_t offset, size_t nbytes)
+{
+    (void)offset; /* unit 0: one call for the whole tensor */
+    const struct lazy_job *j = user;
+    float *own;
+    const float *x = mt_values(j->m, j->t, &own);
+    uint16_t *o = dst;
+    for (size_t i = 0; i < nbytes / 2; i++) o[i] = moe_f32_to_bf16(x[i]);
+    free(own);
+}
+
 static void write_hf(const struct model *m, enum format fmt, const char *dir, int shards)
 {
     if (mkdir(dir, 0777) != 0 && errno != EEXIST) die("%s: cannot create directory: %s", dir, strerror(errno));
@@ -935,7 +1012,24 @@ static void write_hf(const struct model *m, enum format fmt, const char *dir, in
     for (size_t i = 0; i < m->n; i++) {
         const struct mtensor *t = &m->t[i];
         int64_t n = mt_numel(t);
-        if (t->kind == K_BIAS) {
+        if (!t->data) { /* lazy: K_PROJ or K_EMBED */
+            struct lazy_job *j = keep(&k, xcalloc(1, sizeof *j));
+            j->m = m;
+            j->t = t;
+            int rc;
+            if (fmt == FMT_HF_FP8 && t->kind == K_PROJ) {
+                int64_t sshape[2] = {moe_fp8_scale_rows(t->shape[0]), moe_fp8_scale_cols(t->shape[1])};
+                size_t sb = (size_t)(sshape[0] * sshape[1]) * 4;
+                rc = moe_st_writer_add_fill(w, t->name, "F8_E4M3", 2, t->shape, (size_t)n, hf_fill_fp8, j);
+                char *sname = keep(&k, xfmt("%s_scale_inv", t->name));
+                if (!rc) rc = moe_st_writer_add_fill(w, sname, "F32", 2, sshape, sb, hf_fill_fp8_scale, j);
+                total += (size_t)n + sb;
+            } else {
+                rc = moe_st_writer_add_fill(w, t->name, "BF16", t->n_dims, t->shape, (size_t)n * 2, hf_fill_bf16, j);
+                total += (size_t)n * 2;
+            }
+            if (rc) die("safetensors: cannot add tensor %s (status %d)", t->name, rc);
+        } else if (t->kind == K_BIAS) {
             st_add(w, t->name, "F32", t->n_dims, t->shape, t->data, (size_t)n * 4);
             total += (size_t)n * 4;
         } else if (fmt == FMT_HF_FP8 && t->kind == K_PROJ) {
@@ -982,11 +1076,8 @@ static void g_bool(struct gw *g, const char *key, bool v) { gchk(moe_gguf_writer
 
 /* Store data [n_dims shape, outermost first] as convert_hf_to_gguf would:
  * F32 when forced (1-D, norms, router, bias), else the file type. */
-static void g_tensor(struct gw *g, const char *name, bool force_f32, int n_dims, const int64_t *shape,
-                     const float *data)
+static enum moe_wtype g_type(const struct gw *g, bool force_f32, int n_dims, int64_t cols)
 {
-    int64_t n = 1, cols = shape[n_dims - 1];
-    for (int i = 0; i < n_dims; i++) n *= shape[i];
     enum moe_wtype type = MOE_W_F32;
     if (!force_f32 && n_dims >= 2) {
         switch (g->fmt) {
@@ -996,6 +1087,71 @@ static void g_tensor(struct gw *g, const char *name, bool force_f32, int n_dims,
         default: type = MOE_W_F32; break;
         }
     }
+    return type;
+}
+
+/* n values of rows of `cols` stored as type into dst (--stream). */
+static void convert_into(void *dst, enum moe_wtype type, const float *x, int64_t n, int64_t cols)
+{
+    switch (type) {
+    case MOE_W_BF16:
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = moe_f32_to_bf16(x[i]);
+        break;
+    case MOE_W_F16:
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = moe_f32_to_f16(x[i]);
+        break;
+    case MOE_W_Q8_0:
+        for (int64_t r = 0; r < n / cols; r++)
+            moe_quantize_row_q8_0((struct moe_block_q8_0 *)dst + r * (cols / 32), x + r * cols, cols);
+        break;
+    default:
+        memcpy(dst, x, (size_t)n * sizeof(float));
+        break;
+    }
+}
+
+static size_t stored_bytes(enum moe_wtype type, int64_t n, int64_t cols)
+{
+    return moe_wtype_row_bytes(type, cols) * (size_t)(n / cols);
+}
+
+static void g_fill_plain(void *user, void *dst, size_t offset, size_t nbytes)
+{
+    (void)offset; /* unit 0: one call for the whole tensor */
+    const struct lazy_job *j = user;
+    float *own;
+    const float *x = mt_values(j->m, j->t, &own);
+    convert_into(dst, j->type, x, mt_numel(j->t), j->t->shape[1]);
+    (void)nbytes;
+    free(own);
+}
+
+static const struct mtensor *need(const struct model *m, const char *name);
+
+/* An expert stack [experts][rows][cols], expert by expert. */
+static void g_fill_experts(void *user, void *dst, size_t offset, size_t nbytes)
+{
+    (void)offset; /* unit 0: one call for the whole tensor */
+    static const char *const w[] = {"down", "gate", "up"};
+    const struct lazy_job *j = user;
+    const int E = j->m->d.experts;
+    char hf[256];
+    for (int e = 0; e < E; e++) {
+        snprintf(hf, sizeof hf, "model.layers.%d.mlp.experts.%d.%s_proj.weight", j->layer, e, w[j->which]);
+        const struct mtensor *t = need(j->m, hf);
+        float *own;
+        const float *x = mt_values(j->m, t, &own);
+        convert_into((char *)dst + (nbytes / (size_t)E) * (size_t)e, j->type, x, mt_numel(t), t->shape[1]);
+        free(own);
+    }
+}
+
+static void g_tensor(struct gw *g, const char *name, bool force_f32, int n_dims, const int64_t *shape,
+                     const float *data)
+{
+    int64_t n = 1, cols = shape[n_dims - 1];
+    for (int i = 0; i < n_dims; i++) n *= shape[i];
+    enum moe_wtype type = g_type(g, force_f32, n_dims, cols);
     const void *p = data;
     size_t nbytes = (size_t)n * 4;
     if (type == MOE_W_BF16) {
@@ -1055,6 +1211,17 @@ static void g_copy(struct gw *g, const struct model *m, const char *hf, const ch
 {
     const struct mtensor *t = need(m, hf);
     bool f32 = t->kind == K_NORM || t->kind == K_ROUTER || t->kind == K_BIAS || t->n_dims == 1;
+    if (!t->data) {
+        struct lazy_job *j = keep(&g->k, xcalloc(1, sizeof *j));
+        j->m = m;
+        j->t = t;
+        j->type = g_type(g, f32, t->n_dims, t->shape[t->n_dims - 1]);
+        gchk(moe_gguf_writer_add_tensor_fill(g->w, gg, j->type, t->n_dims, t->shape,
+                                             stored_bytes(j->type, mt_numel(t), t->shape[t->n_dims - 1]),
+                                             g_fill_plain, j, 0),
+             gg);
+        return;
+    }
     g_tensor(g, gg, f32, t->n_dims, t->shape, t->data);
 }
 
@@ -1208,6 +1375,19 @@ static void write_gguf(const struct model *m, enum format fmt, const char *path,
             snprintf(hf, sizeof hf, "model.layers.%d.mlp.experts.0.%s_proj.weight", L, w[i]);
             const struct mtensor *e0 = need(m, hf);
             int64_t rows = e0->shape[0], cols = e0->shape[1], per = rows * cols;
+            if (!e0->data) {
+                struct lazy_job *j = keep(&g.k, xcalloc(1, sizeof *j));
+                j->m = m;
+                j->layer = L;
+                j->which = i;
+                j->type = g_type(&g, false, 3, cols);
+                int64_t shape[3] = {d->experts, rows, cols};
+                snprintf(gg, sizeof gg, "blk.%d.ffn_%s_exps.weight", L, w[i]);
+                gchk(moe_gguf_writer_add_tensor_fill(g.w, gg, j->type, 3, shape,
+                                                     stored_bytes(j->type, per * d->experts, cols), g_fill_experts, j, 0),
+                     gg);
+                continue;
+            }
             float *st = keep(&g.k, xmalloc((size_t)(per * d->experts) * sizeof(float)));
             for (int e = 0; e < d->experts; e++) {
                 snprintf(hf, sizeof hf, "model.layers.%d.mlp.experts.%d.%s_proj.weight", L, e, w[i]);
@@ -1297,7 +1477,10 @@ static void usage(FILE *f)
           "  --tokenizer FILE  use this tokenizer.json (+ tokenizer_config.json beside it): GGUF gets its\n"
           "                    vocabulary/merges/added tokens as convert_hf_to_gguf.py writes them, HF\n"
           "                    directories a copy of both files; --vocab defaults to its size\n"
-          "  --tokenizer-pre P GGUF tokenizer.ggml.pre (default deepseek-v3; deepseek-llm for V2)\n",
+          "  --tokenizer-pre P GGUF tokenizer.ggml.pre (default deepseek-v3; deepseek-llm for V2)\n"
+          "  --stream          draw projections and embeddings only while writing them, one tensor\n"
+          "                    at a time (full-size models in little memory; no --round, --mtp,\n"
+          "                    --zero-expert, gguf-bf16)\n",
           f);
 }
 
@@ -1378,7 +1561,7 @@ static void set_style_defaults(struct dims *d, enum style st)
 int main(int argc, char **argv)
 {
     const char *style_s = NULL, *format_s = NULL, *out = NULL, *round_s = NULL, *tokenizer = NULL, *tok_pre = NULL;
-    bool have_seed = false, mla_split = false, check = true, stream = false;
+    bool have_seed = false, mla_split = false, check = true, stream = false, stream_x = false;
     uint64_t seed = 0;
     int shards = 0;
     double skew = 0.0;
@@ -1397,7 +1580,8 @@ int main(int argc, char **argv)
         }
         if (!strcmp(a, "--mla-split")) { mla_split = true; continue; }
         if (!strcmp(a, "--no-check")) { check = false; continue; }
-        if (!strcmp(a, "--stream-experts")) { stream = true; continue; }
+        if (!strcmp(a, "--stream-experts")) { stream_x = true; continue; }
+        if (!strcmp(a, "--stream")) { stream = true; continue; }
         if (i + 1 >= argc) die("%s needs a value (or unknown option; see --help)", a);
         const char *v = argv[++i];
         if (!strcmp(a, "--style")) style_s = v;
@@ -1495,10 +1679,10 @@ int main(int argc, char **argv)
 #undef OVR
     if (o_router_std >= 0.0) d->router_std_mult = o_router_std;
     d->zipf = o_zipf;
-    d->stream_experts = stream;
-    if (stream && (fmt != FMT_GGUF_Q8_0 || n_zero || d->mtp))
+    d->stream_experts = stream_x;
+    if (stream_x && (fmt != FMT_GGUF_Q8_0 || n_zero || d->mtp))
         die("--stream-experts is for gguf-q8_0 without --zero-expert or --mtp");
-    if (stream && (d->hidden % 32 || d->moe_inter % 32)) die("--stream-experts needs --hidden and --moe-inter divisible by 32");
+    if (stream_x && (d->hidden % 32 || d->moe_inter % 32)) die("--stream-experts needs --hidden and --moe-inter divisible by 32");
     if (o_ngroup >= 0 && o_topkg < 0 && d->topk_group > d->n_group) d->topk_group = d->n_group;
 
     /* Consistency (moecpu's config validation repeats most of it). */
@@ -1530,6 +1714,9 @@ int main(int argc, char **argv)
     }
     if (shards && format_is_gguf(fmt)) die("--shards is for HF formats");
 
+    if (stream && (rmode != ROUND_NONE || d->mtp > 0 || n_zero > 0))
+        die("--stream cannot be combined with --round, --mtp, --zero-expert or gguf-bf16");
+    m.lazy = stream;
     build_model(&m, skew);
     for (int i = 0; i < n_zero; i++) zero_expert(&m, zero_l[i], zero_e[i]);
     round_model(&m, rmode, fmt == FMT_HF_FP8);

@@ -4,7 +4,7 @@
  *
  * One cmocka test per (table, kernel); tables this CPU cannot run are
  * skipped (aarch64 tables run under qemu in `make test`).  Tolerances:
- *  - matmuls: |y - ref| <= 3e-5 * sum_k |w_k x_k|.  Both sides sum in FP32
+ *  - matmuls (gemm_t too, summing over rows): |y - ref| <= 3e-5 * sum_k |w_k x_k|.  Both sides sum in FP32
  *    and differ only in the order of additions; the error of a K-term sum
  *    in any order is bounded by about K * 2^-24 * sum|terms| and is
  *    typically sqrt(K) * 2^-24 * sum|terms| (~5e-6 at K = 7168), so 3e-5
@@ -197,12 +197,79 @@ static void check_matmul(moe_matmul_fn fn, enum moe_wtype type, int64_t rows, in
     tacts_free(&a);
 }
 
+/* y = x^T W (gemm_t) on rows [row0, row1) and columns [col0, col1) against
+ * the reference, and the reference against a double-precision sum over
+ * rows dequantized by moe_ref_dequant_row; both within 3e-5 * sum_r
+ * |x_r W[r][c]| (the matmul bound: FP32 sums reordered/fused). */
+static void check_matmul_t(moe_matmul_t_fn fn, enum moe_wtype type, int64_t rows, int64_t cols, int n,
+                           int64_t row0, int64_t col0, int64_t col1, struct rng *r)
+{
+    struct tmat w;
+    tmat_make(&w, type, rows, cols, r);
+    const int64_t nr = rows - row0, ldx = nr + 3, ldy = cols + 5;
+    float *x = malloc(sizeof(float) * (size_t)(ldx * n));
+    for (int j = 0; j < n; j++) {
+        float mag = ldexpf(1.0f, (int)(rnext(r) % 20) - 10);
+        for (int64_t i = 0; i < ldx; i++) x[j * ldx + i] = i < nr ? (rnext(r) % 13 ? rsym(r) * mag : 0.0f) : NAN;
+    }
+    float *y = malloc(sizeof(float) * (size_t)(ldy * n)), *yr = malloc(sizeof(float) * (size_t)(ldy * n));
+    float *wf = malloc(sizeof(float) * (size_t)(cols * rows));
+    for (int64_t i = 0; i < rows; i++) moe_ref_dequant_row(wf + i * cols, &w.m, i);
+    for (int64_t i = 0; i < ldy * n; i++) y[i] = yr[i] = -12345.0f;
+    fn(&w.m, row0, rows, col0, col1, x, ldx, n, y, ldy);
+    moe_ref_matmul_t(&w.m, row0, rows, col0, col1, x, ldx, n, yr, ldy);
+    for (int j = 0; j < n; j++)
+        for (int64_t c = 0; c < ldy; c++) {
+            float got = y[j * ldy + c], want = yr[j * ldy + c];
+            if (c < col0 || c >= col1) {
+                if (got != -12345.0f || want != -12345.0f)
+                    fail_msg("gemm_t %s rows=%lld cols=%lld n=%d: wrote outside its columns at [%d][%lld]",
+                             moe_wtype_name(type), (long long)rows, (long long)cols, n, j, (long long)c);
+                continue;
+            }
+            double exact = 0, mag = 0;
+            for (int64_t i = row0; i < rows; i++) {
+                double t = (double)x[j * ldx + i - row0] * (double)wf[i * cols + c];
+                exact += t;
+                mag += fabs(t);
+            }
+            double bound = 3e-5 * mag + 1e-30;
+            if (!(fabs((double)want - exact) <= bound))
+                fail_msg("reference gemm_t %s rows=%lld cols=%lld: y[%d][%lld] = %.9g, exact %.9g", moe_wtype_name(type),
+                         (long long)rows, (long long)cols, j, (long long)c, want, exact);
+            if (!(fabs((double)got - (double)want) <= bound))
+                fail_msg("gemm_t %s rows=%lld [%lld,) cols=%lld [%lld, %lld) n=%d: y[%d][%lld] = %.9g, reference %.9g "
+                         "(allowed %.3g)", moe_wtype_name(type), (long long)rows, (long long)row0, (long long)cols,
+                         (long long)col0, (long long)col1, n, j, (long long)c, got, want, bound);
+        }
+    free(x); free(y); free(yr); free(wf);
+    tmat_free(&w);
+}
+
+static void test_gemm_t(const struct moe_kernels *kt, enum moe_wtype type, struct rng *r)
+{
+    static const int64_t rs[] = {1, 3, 4, 5, 7, 129, 300};
+    static const int64_t cs[] = {32, 64, 96, 160, 200, 576, 1000};
+    static const int ns[] = {1, 2, 5, 16};
+    for (size_t ri = 0; ri < sizeof rs / sizeof rs[0]; ri++)
+        for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++)
+            for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+                const int64_t rows = rs[ri], cols = cs[ci];
+                if (type == MOE_W_Q8_0 && cols % 32) continue;
+                if ((double)rows * (double)cols * ns[ni] > (quick ? 1e5 : 1e6)) continue;
+                /* all columns from row 0; then an inner range starting mid-block */
+                check_matmul_t(kt->gemm_t[type], type, rows, cols, ns[ni], 0, 0, cols, r);
+                const int64_t c0 = cols > 40 ? 7 + (int64_t)(rnext(r) % 30) : 1, c1 = cols - (int64_t)(rnext(r) % 5);
+                if (c1 > c0) check_matmul_t(kt->gemm_t[type], type, rows, cols, ns[ni], rows / 3, c0, c1, r);
+            }
+}
+
 /* ---- the cases ---- */
 enum op {
-    OP_GEMV, OP_GEMM, OP_Q8_EXACT, OP_QUANT_ACT, OP_RMSNORM, OP_SOFTMAX, OP_SILU, OP_SIGMOID, OP_SILU_MUL,
+    OP_GEMV, OP_GEMM, OP_GEMM_T, OP_Q8_EXACT, OP_QUANT_ACT, OP_RMSNORM, OP_SOFTMAX, OP_SILU, OP_SIGMOID, OP_SILU_MUL,
     OP_ROPE, OP_COUNT
 };
-static const char *op_names[OP_COUNT] = {"gemv", "gemm", "q8_0_exact_int_sums", "quantize_act", "rmsnorm",
+static const char *op_names[OP_COUNT] = {"gemv", "gemm", "gemm_t", "q8_0_exact_int_sums", "quantize_act", "rmsnorm",
                                          "softmax", "silu", "sigmoid", "silu_mul", "rope"};
 
 struct tcase {
@@ -425,6 +492,7 @@ static void run_case(void **state)
     switch (c->op) {
     case OP_GEMV: test_gemv(kt, c->type, &r); break;
     case OP_GEMM: test_gemm(kt, c->type, &r); break;
+    case OP_GEMM_T: test_gemm_t(kt, c->type, &r); break;
     case OP_Q8_EXACT: test_q8_exact(kt, &r); break;
     case OP_QUANT_ACT: test_quant_act(kt, &r); break;
     case OP_ROPE: test_rope(kt, &r); break;
@@ -442,13 +510,13 @@ int main(void)
     int nt = 0;
     for (int i = 0; i < ne; i++)
         for (int op = 0; op < OP_COUNT; op++) {
-            int ntypes = (op == OP_GEMV || op == OP_GEMM) ? MOE_W_COUNT : 1;
+            int ntypes = (op == OP_GEMV || op == OP_GEMM || op == OP_GEMM_T) ? MOE_W_COUNT : 1;
             for (int t = 0; t < ntypes; t++) {
                 struct tcase *c = &cases[nt];
                 c->e = &e[i];
                 c->op = (enum op)op;
-                c->type = (op == OP_GEMV || op == OP_GEMM) ? (enum moe_wtype)t : MOE_W_Q8_0;
-                if (op == OP_GEMV || op == OP_GEMM)
+                c->type = (op == OP_GEMV || op == OP_GEMM || op == OP_GEMM_T) ? (enum moe_wtype)t : MOE_W_Q8_0;
+                if (op == OP_GEMV || op == OP_GEMM || op == OP_GEMM_T)
                     snprintf(c->name, sizeof c->name, "%s/%s_%s", e[i].k->name, op_names[op], moe_wtype_name(c->type));
                 else
                     snprintf(c->name, sizeof c->name, "%s/%s", e[i].k->name, op_names[op]);
