@@ -780,6 +780,14 @@ static inline float32x4_t mt_fp8x4(const unsigned char *p)   /* value * 2^-8 (se
     for (int64_t i_ = 0; i_ < (n); i_ += 4) vst1q_f32((dst) + i_, vmulq_n_f32(mt_fp8x4((src) + i_), (s) * 256.0f))
 #include "matmul_t.h"
 
+/* Shared with the neon_dotprod table (simd/neon_internal.h): the transposed
+ * product has no integer dot product to gain from. */
+void moe_gemm_t__neon(const struct moe_mat *w, int64_t row0, int64_t row1, int64_t col0, int64_t col1, const float *x,
+                      int64_t ldx, int n, float *y, int64_t ldy)
+{
+    moe_mt_gemm_t__neon(w, row0, row1, col0, col1, x, ldx, n, y, ldy);
+}
+
 const struct moe_kernels moe_kernels_neon = {
     .name = "neon",
     .family = "neon",
@@ -787,7 +795,7 @@ const struct moe_kernels moe_kernels_neon = {
              moe_gemv_q8_0_f32__neon},
     .gemm = {moe_gemm_f32_f32__neon, moe_gemm_f16_f32__neon, moe_gemm_bf16_f32__neon, moe_gemm_fp8_f32__neon,
              moe_gemm_q8_0_f32__neon},
-    .gemm_t = {moe_mt_gemm_t__neon, moe_mt_gemm_t__neon, moe_mt_gemm_t__neon, moe_mt_gemm_t__neon, moe_mt_gemm_t__neon},
+    .gemm_t = {moe_gemm_t__neon, moe_gemm_t__neon, moe_gemm_t__neon, moe_gemm_t__neon, moe_gemm_t__neon},
     .quantize_act = moe_quantize_act__neon,
     .rmsnorm = moe_rmsnorm__neon,
     .softmax = moe_softmax__neon,

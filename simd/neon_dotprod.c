@@ -184,48 +184,6 @@ static void moe_gemm_q8_0_f32__neon_dotprod(const struct moe_mat *w, int64_t row
     }
 }
 
-
-/* ------------------------------------------------------------------------
- * Transposed product y = x^T W (simd/matmul_t.h over 4-lane vectors)
- * ------------------------------------------------------------------------ */
-#define MT_NAME(x) moe_mt_##x##__neon_dotprod
-#define MT_LANES 4
-typedef float32x4_t mt_vec;
-#define mt_load(p) vld1q_f32(p)
-#define mt_store(p, v) vst1q_f32((p), (v))
-#define mt_set1(x) vdupq_n_f32(x)
-#define mt_fma(a, b, c) vfmaq_f32((c), (a), (b))
-static inline uint16x4_t mt_ld_u16x4(const unsigned char *p)
-{
-    uint16_t t[4];
-    memcpy(t, p, 8);
-    return vld1_u16(t);
-}
-static inline int32x4_t mt_ld_s8x4(const int8_t *p)
-{
-    int8_t t[8] = {0};
-    memcpy(t, p, 4);
-    return vmovl_s16(vget_low_s16(vmovl_s8(vld1_s8(t))));
-}
-#define MT_DEQ_F16(dst, src, n) \
-    for (int64_t i_ = 0; i_ < (n); i_ += 4) vst1q_f32((dst) + i_, vcvt_f32_f16(vreinterpret_f16_u16(mt_ld_u16x4((src) + 2 * i_))))
-#define MT_DEQ_BF16(dst, src, n) \
-    for (int64_t i_ = 0; i_ < (n); i_ += 4) vst1q_f32((dst) + i_, vreinterpretq_f32_u32(vshll_n_u16(mt_ld_u16x4((src) + 2 * i_), 16)))
-#define MT_DEQ_Q8(dst, q, d, n) \
-    for (int64_t i_ = 0; i_ < (n); i_ += 4) vst1q_f32((dst) + i_, vmulq_n_f32(vcvtq_f32_s32(mt_ld_s8x4((q) + i_)), (d)))
-#define MT_Q8_AXPY(y, q, s) \
-    for (int i_ = 0; i_ < 32; i_ += 4) vst1q_f32((y) + i_, vfmaq_n_f32(vld1q_f32((y) + i_), vcvtq_f32_s32(mt_ld_s8x4((q) + i_)), (s)))
-static inline float32x4_t mt_fp8x4(const unsigned char *p)   /* value * 2^-8, as neon.c's dec16 */
-{
-    int8_t t[8] = {0};
-    memcpy(t, p, 4);
-    const int16x8_t h = vbicq_s16(vshll_n_s8(vld1_s8(t), 7), vdupq_n_s16(0x4000));
-    return vcvt_f32_f16(vget_low_f16(vreinterpretq_f16_s16(h)));
-}
-#define MT_DEQ_FP8(dst, src, n, s) \
-    for (int64_t i_ = 0; i_ < (n); i_ += 4) vst1q_f32((dst) + i_, vmulq_n_f32(mt_fp8x4((src) + i_), (s) * 256.0f))
-#include "matmul_t.h"
-
 const struct moe_kernels moe_kernels_neon_dotprod = {
     .name = "neon_dotprod",
     .family = "neon",
@@ -233,7 +191,7 @@ const struct moe_kernels moe_kernels_neon_dotprod = {
              moe_gemv_q8_0_f32__neon_dotprod},
     .gemm = {moe_gemm_f32_f32__neon, moe_gemm_f16_f32__neon, moe_gemm_bf16_f32__neon, moe_gemm_fp8_f32__neon,
              moe_gemm_q8_0_f32__neon_dotprod},
-    .gemm_t = {moe_mt_gemm_t__neon_dotprod, moe_mt_gemm_t__neon_dotprod, moe_mt_gemm_t__neon_dotprod, moe_mt_gemm_t__neon_dotprod, moe_mt_gemm_t__neon_dotprod},
+    .gemm_t = {moe_gemm_t__neon, moe_gemm_t__neon, moe_gemm_t__neon, moe_gemm_t__neon, moe_gemm_t__neon},
     .quantize_act = moe_quantize_act__neon,
     .rmsnorm = moe_rmsnorm__neon,
     .softmax = moe_softmax__neon,

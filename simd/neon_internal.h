@@ -27,6 +27,9 @@ void moe_gemm_bf16_f32__neon(const struct moe_mat *w, int64_t row0, int64_t row1
 void moe_gemm_fp8_f32__neon(const struct moe_mat *w, int64_t row0, int64_t row1, const struct moe_acts *a,
                             float *y, int64_t ldy);
 
+void moe_gemm_t__neon(const struct moe_mat *w, int64_t row0, int64_t row1, int64_t col0, int64_t col1, const float *x,
+                      int64_t ldx, int n, float *y, int64_t ldy);
+
 void moe_quantize_act__neon(int8_t *q, float *d, int32_t *s, const float *x, int64_t k);
 void moe_rmsnorm__neon(float *y, const float *x, const float *w, int64_t n, float eps);
 void moe_softmax__neon(float *x, int64_t n);
