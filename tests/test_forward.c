@@ -55,12 +55,10 @@
 #include "../src/gguf.h"
 #include "../src/model_files.h"
 #include "../src/moecpu.h"
+#include "model_fixture.h"
 #include "../src/safetensors.h"
 
-static char g_dir[256];
-static char g_gen[512];
 static char err[2048];
-static int g_have_gen;
 
 static const int32_t prompt[] = {1, 5, 9, 200, 17, 42, 3, 300, 77, 8, 255, 128, 64, 7, 11, 400,
                                  2, 6, 99, 310, 45, 12, 500, 33, 21, 1, 88, 190, 260, 4, 150, 70};
@@ -74,31 +72,6 @@ static int64_t N_PROMPT = (int64_t)(sizeof prompt / sizeof prompt[0]);
 
 /* ---- fixtures */
 
-static const char *P(const char *name)
-{
-    static char buf[4][512];
-    static int i;
-    i = (i + 1) % 4;
-    snprintf(buf[i], sizeof buf[i], "%s/%s", g_dir, name);
-    return buf[i];
-}
-
-/* Make a model with gen_model (once per name). */
-static int gen(const char *name, const char *args)
-{
-    const char *path = P(name);
-    if (access(path, F_OK) == 0) return 0;
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s %s --out %s > /dev/null", g_gen, args, path);
-    return system(cmd);
-}
-
-static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
 static int group_setup(void **state)
 {
     (void)state;
@@ -107,11 +80,7 @@ static int group_setup(void **state)
     if (g_quick) N_PROMPT = 12;
     const char *th = getenv("MOECPU_TEST_THREADS");
     if (th && atoi(th) > 0) g_threads = atoi(th);
-    const char *g = getenv("MOECPU_GEN_MODEL");
-    snprintf(g_gen, sizeof g_gen, "%s", g && *g ? g : "build/gen_model");
-    g_have_gen = access(g_gen, X_OK) == 0;
-    snprintf(g_dir, sizeof g_dir, "/tmp/moecpu-test-forward-XXXXXX");
-    if (!mkdtemp(g_dir)) return -1;
+    if (fixture_open("forward")) return -1;
     if (!g_have_gen) return 0;
     if (gen("v3.gguf", "--style v3 --format gguf-f32 --seed 1") ||
         gen("v3-split.gguf", "--style v3 --format gguf-f32 --mla-split --seed 1") ||
@@ -128,16 +97,9 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    fixture_close();
     return 0;
 }
-
-#define NEED_GEN()                                                                                             \
-    do {                                                                                                       \
-        if (!g_have_gen) {                                                                                     \
-            fail_msg("no model generator at %s (build tests/gen_model.c or set MOECPU_GEN_MODEL)", g_gen);    \
-        }                                                                                                      \
-    } while (0)
 
 static struct moe_model *open_model(const char *path, const char *isa, int threads)
 {

@@ -41,12 +41,11 @@
 
 #include "../src/model_files.h"
 #include "../src/moecpu.h"
+#include "model_fixture.h"
 #include "../src/pager.h"
 
-static char g_dir[256];
-static char g_gen[512];
 static char err[2048];
-static int g_have_gen, g_quick;
+static int g_quick;
 
 #define N_PREFILL 16
 #define N_DECODE 12
@@ -56,38 +55,12 @@ static int g_have_gen, g_quick;
 static const int32_t ids[N_PREFILL + N_DECODE] = {1, 5, 9, 200, 17, 42, 3, 300, 77, 8, 255, 128, 64, 7, 11, 400,
                                                    2, 6, 99, 310, 45, 12, 500, 33, 21, 1, 88, 190};
 
-static const char *P(const char *name)
-{
-    static char buf[4][512];
-    static int i;
-    i = (i + 1) % 4;
-    snprintf(buf[i], sizeof buf[i], "%s/%s", g_dir, name);
-    return buf[i];
-}
-
-static int gen(const char *name, const char *args)
-{
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s %s --out %s > /dev/null", g_gen, args, P(name));
-    return system(cmd);
-}
-
-static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
 static int group_setup(void **state)
 {
     (void)state;
     const char *q = getenv("MOECPU_TEST_QUICK");
     g_quick = q && atoi(q) > 0;
-    const char *g = getenv("MOECPU_GEN_MODEL");
-    snprintf(g_gen, sizeof g_gen, "%s", g && *g ? g : "build/gen_model");
-    g_have_gen = access(g_gen, X_OK) == 0;
-    snprintf(g_dir, sizeof g_dir, "/tmp/moecpu-test-pager-XXXXXX");
-    if (!mkdtemp(g_dir)) return -1;
+    if (fixture_open("pager")) return -1;
     if (!g_have_gen) return 0;
     /* 3 MoE layers x 16 experts of 3 x 139 KiB (Q8_0, 512 x 256): 20 MiB routed */
     if (gen("q8.gguf", "--style v3 --format gguf-q8_0 --seed 11 --hidden 512 --moe-inter 256 --experts 16 "
@@ -100,15 +73,9 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    fixture_close();
     return 0;
 }
-
-#define NEED_GEN()                                                                                             \
-    do {                                                                                                       \
-        if (!g_have_gen) fail_msg("no model generator at %s (build tests/gen_model.c or set MOECPU_GEN_MODEL)", \
-                                  g_gen);                                                                      \
-    } while (0)
 
 /* ---- measuring from outside the pager */
 
