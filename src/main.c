@@ -535,8 +535,7 @@ done:
     if (out_open) moe_tmpfile_abort(&out);
     free(ids);
     moe_context_free(c);
-    moe_cli_pager_report(&o.pager, m, "eval");
-    moe_model_free(m);
+    cli_close_model("eval", &o, m);
     return rc;
 }
 
@@ -603,8 +602,7 @@ done:
     moe_sampler_free(smp);
     free(ids);
     moe_context_free(c);
-    moe_cli_pager_report(&o.pager, m, "run");
-    moe_model_free(m);
+    cli_close_model("run", &o, m);
     return rc;
 }
 
@@ -695,8 +693,7 @@ static int cmd_perplexity(int argc, char **argv)
 done:
     free(ids);
     moe_context_free(c);
-    moe_cli_pager_report(&o.pager, m, "perplexity");
-    moe_model_free(m);
+    cli_close_model("perplexity", &o, m);
     return rc;
 }
 
