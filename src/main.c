@@ -40,6 +40,8 @@ static void usage(FILE *f)
             "  tokenize        text on stdin to token ids with the model's tokenizer (and --decode back)\n"
             "  bench -m MODEL  prompt and generation tokens/s, and the decode bandwidth bound\n"
             "  bench kernels   GEMV/GEMM speed of every kernel table and weight type\n"
+            "  bench tokenizer encode speed of a model's tokenizer\n"
+            "  bench pager-replay  hit rates of the pager's eviction policies on a routing trace\n"
             "  help            this text\n"
             "\n"
             "environment:\n"
