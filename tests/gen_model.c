@@ -261,6 +261,24 @@ static void draw_values(const struct model *m, const struct mtensor *t, float *d
     for (int64_t i = 0; i < n; i++) dst[i] = (float)((double)t->offset + (double)a * (double)uniform_pm1(&s));
 }
 
+/* A permutation of 0..n-1 drawn from the stream (seed, "<name>#<tag>")
+ * (Fisher-Yates); malloc'd. */
+static int *random_perm(const struct model *m, const char *name, const char *tag, int n)
+{
+    int *perm = xmalloc((size_t)n * sizeof *perm);
+    for (int i = 0; i < n; i++) perm[i] = i;
+    char sname[300];
+    snprintf(sname, sizeof sname, "%s#%s", name, tag);
+    uint64_t s = stream_seed(m->seed, sname);
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)(splitmix64(&s) % (uint64_t)(i + 1));
+        int tmp = perm[i];
+        perm[i] = perm[j];
+        perm[j] = tmp;
+    }
+    return perm;
+}
+
 static void fill_uniform(const struct model *m, struct mtensor *t, double std, float offset)
 {
     t->std = std;
@@ -353,17 +371,7 @@ static void add_layer(struct model *m, int L, double skew)
         fill_uniform(m, b, 0.02, 0.0f);
         if (skew != 0.0) {
             int n = d->experts, k = n / 4 > d->topk ? n / 4 : d->topk;
-            int *perm = xmalloc((size_t)n * sizeof *perm);
-            for (int i = 0; i < n; i++) perm[i] = i;
-            char sname[300];
-            snprintf(sname, sizeof sname, "%s#skew", name);
-            uint64_t s = stream_seed(m->seed, sname);
-            for (int i = n - 1; i > 0; i--) {
-                int j = (int)(splitmix64(&s) % (uint64_t)(i + 1));
-                int tmp = perm[i];
-                perm[i] = perm[j];
-                perm[j] = tmp;
-            }
+            int *perm = random_perm(m, name, "skew", n);
             for (int i = 0; i < k; i++) b->data[perm[i]] += (float)skew;
             free(perm);
         }
@@ -372,17 +380,7 @@ static void add_layer(struct model *m, int L, double skew)
              * layer) gets -S * ln(r + 1), so a few experts win most tokens
              * and the rest fall off smoothly. */
             int n = d->experts;
-            int *perm = xmalloc((size_t)n * sizeof *perm);
-            for (int i = 0; i < n; i++) perm[i] = i;
-            char sname[300];
-            snprintf(sname, sizeof sname, "%s#zipf", name);
-            uint64_t s = stream_seed(m->seed, sname);
-            for (int i = n - 1; i > 0; i--) {
-                int j = (int)(splitmix64(&s) % (uint64_t)(i + 1));
-                int tmp = perm[i];
-                perm[i] = perm[j];
-                perm[j] = tmp;
-            }
+            int *perm = random_perm(m, name, "zipf", n);
             for (int r = 0; r < n; r++) b->data[perm[r]] -= (float)(d->zipf * log((double)r + 1.0));
             free(perm);
         }
