@@ -1,11 +1,15 @@
 /*
  * bench/model.c — `moecpu bench -m MODEL`: prompt processing and generation
  * speed like llama-bench (pp = one prefill of -p tokens, tg = -n decode
- * steps of one token), plus the decode bound: read bandwidth, measured in
- * the same run, divided by the weight bytes one decoded token reads (all
- * non-expert weights, top-k of each MoE layer's routed experts, one
- * embedding row).  Token ids are pseudo-random (speed does not depend on
- * them beyond routing).
+ * steps of one token), plus the decode bound: read bandwidth divided by
+ * the weight bytes one decoded token reads (all non-expert weights, top-k
+ * of each MoE layer's routed experts, one embedding row).  The bandwidth
+ * of a shared machine changes from second to second, so it is measured
+ * around every segment of TG_SEG decode steps (outside the timed part):
+ * a segment's bound time is its tokens x bytes per token / the mean of the
+ * probes before and after it; a run's fraction of the bound is its summed
+ * bound time / its decode time.  Token ids are pseudo-random (speed does
+ * not depend on them beyond routing).
  */
 #include "bench.h"
 
@@ -27,6 +31,8 @@ static void usage(FILE *f)
             "  in the same run divided by the weight bytes a decoded token reads.\n");
     moe_cli_pager_help(f);
 }
+
+#define TG_SEG 16   /* decode steps between two bandwidth probes */
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -108,10 +114,12 @@ int moe_bench_model(int argc, char **argv)
     int rc = 1;
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)(p + n + 1));
     double *pp = calloc((size_t)reps, sizeof(double)), *tg = calloc((size_t)reps, sizeof(double));
+    double *frac = calloc((size_t)reps, sizeof(double)), *bnd = calloc((size_t)reps, sizeof(double));
+    double *bws = calloc((size_t)reps, sizeof(double));
     struct moe_pool *pool = moe_pool_create(info.n_threads);
-    const size_t bw_bytes = (size_t)512 << 20;
+    const size_t bw_bytes = (size_t)256 << 20;
     void *bwbuf = malloc(bw_bytes);
-    if (!ids || !pp || !tg || !pool || !bwbuf) {
+    if (!ids || !pp || !tg || !frac || !bnd || !bws || !pool || !bwbuf) {
         fprintf(stderr, "moecpu bench: out of memory\n");
         goto done;
     }
@@ -125,39 +133,65 @@ int moe_bench_model(int argc, char **argv)
         ids[i] = (int32_t)(s % (uint64_t)info.vocab_size);
     }
     memset(bwbuf, 1, bw_bytes);
-    double bw = 0;
-    for (long r = 0; r < reps; r++) {
-        moe_context_reset(c);
-        double t0 = moe_bench_now();
-        if (p > 0 && moe_context_eval(c, ids, p, 0, err, sizeof err)) goto eval_fail;
-        double t1 = moe_bench_now();
-        for (long i = 0; i < n; i++)
-            if (moe_context_eval(c, ids + p + i, 1, 0, err, sizeof err)) goto eval_fail;
-        double t2 = moe_bench_now();
-        pp[r] = p > 0 ? (double)p / (t1 - t0) : 0;
-        tg[r] = n > 0 ? (double)n / (t2 - t1) : 0;
-        double b = moe_bench_read_bw(pool, bwbuf, bw_bytes, 2);   /* between runs, same conditions */
-        if (b > bw) bw = b;
-    }
-    qsort(pp, (size_t)reps, sizeof(double), cmp_double);
-    qsort(tg, (size_t)reps, sizeof(double), cmp_double);
     const double E = info.n_routed_experts > 0 ? (double)info.n_routed_experts : 1.0;
     const double per_token = (double)info.weight_bytes - (double)info.embedding_bytes -
                              (double)info.routed_expert_bytes * (1.0 - (double)info.n_experts_per_tok / E) +
                              (double)info.embedding_bytes / (double)(info.vocab_size > 0 ? info.vocab_size : 1);
-    const double bound = bw * 1e9 / per_token;
-    const double ppm = pp[reps / 2], tgm = tg[reps / 2];
+    for (long r = 0; r < reps; r++) {
+        moe_context_reset(c);
+        double t0 = moe_bench_now();
+        if (p > 0 && moe_context_eval(c, ids, p, 0, err, sizeof err)) goto eval_fail;
+        pp[r] = p > 0 ? (double)p / (moe_bench_now() - t0) : 0;
+        /* decode in segments, each between two bandwidth probes */
+        double busy = 0, bound_s = 0, bw_sum = 0, bw_prev = n > 0 ? moe_bench_read_bw(pool, bwbuf, bw_bytes, 2) : 0;
+        int n_probe = 1;
+        bw_sum = bw_prev;
+        for (long i = 0; i < n; i += TG_SEG) {
+            const long k = n - i < TG_SEG ? n - i : TG_SEG;
+            const double s0 = moe_bench_now();
+            for (long j = i; j < i + k; j++)
+                if (moe_context_eval(c, ids + p + j, 1, 0, err, sizeof err)) goto eval_fail;
+            busy += moe_bench_now() - s0;
+            const double bw_next = moe_bench_read_bw(pool, bwbuf, bw_bytes, 2);
+            bound_s += (double)k * per_token / (0.5 * (bw_prev + bw_next) * 1e9);
+            bw_sum += bw_next;
+            n_probe++;
+            bw_prev = bw_next;
+        }
+        tg[r] = n > 0 ? (double)n / busy : 0;
+        bnd[r] = n > 0 ? (double)n / bound_s : 0;
+        frac[r] = n > 0 ? bound_s / busy : 0;
+        bws[r] = bw_sum / n_probe;
+    }
+    /* the median run by decode speed gives the bound and bandwidth shown */
+    long mid = 0;
+    {
+        double *sorted = malloc(sizeof(double) * (size_t)reps);
+        if (!sorted) {
+            fprintf(stderr, "moecpu bench: out of memory\n");
+            goto done;
+        }
+        memcpy(sorted, tg, sizeof(double) * (size_t)reps);
+        qsort(sorted, (size_t)reps, sizeof(double), cmp_double);
+        for (long r = 0; r < reps; r++)
+            if (tg[r] == sorted[reps / 2]) mid = r;
+        free(sorted);
+    }
+    const double tgm = tg[mid], bound = bnd[mid], bw = bws[mid];
+    qsort(pp, (size_t)reps, sizeof(double), cmp_double);
+    qsort(frac, (size_t)reps, sizeof(double), cmp_double);
+    const double ppm = pp[reps / 2], fm = frac[reps / 2];
     if (json) {
         printf("{\"model\":\"%s\",\"isa\":\"%s\",\"threads\":%d,\"p\":%ld,\"n\":%ld,\"pp_tps\":%.3f,\"tg_tps\":%.3f,"
                "\"read_bw_gbps\":%.2f,\"bytes_per_token\":%.0f,\"tg_bound_tps\":%.3f,\"tg_fraction_of_bound\":%.3f}\n",
-               path, info.isa, info.n_threads, p, n, ppm, tgm, bw, per_token, bound, bound > 0 ? tgm / bound : 0);
+               path, info.isa, info.n_threads, p, n, ppm, tgm, bw, per_token, bound, fm);
     } else {
         printf("model %s: %s, %d threads, %.1f MiB weights, %.1f MiB read per decoded token\n", path, info.isa,
                info.n_threads, (double)info.weight_bytes / 1048576.0, per_token / 1048576.0);
         if (p > 0) printf("pp%-5ld %10.2f tok/s\n", p, ppm);
         if (n > 0)
-            printf("tg%-5ld %10.2f tok/s   bound %.2f tok/s (%.1f GB/s read bandwidth): %.0f%% of it\n", n, tgm, bound,
-                   bw, bound > 0 ? 100.0 * tgm / bound : 0.0);
+            printf("tg%-5ld %10.2f tok/s   bound %.2f tok/s (%.1f GB/s read bandwidth around it): %.0f%% of it%s\n", n,
+                   tgm, bound, bw, 100.0 * fm, reps > 1 ? " (median run)" : "");
     }
     rc = 0;
     goto done;
@@ -165,7 +199,7 @@ eval_fail:
     fprintf(stderr, "moecpu bench: %s\n", err);
 done:
     moe_cli_pager_report(&pg, m, "bench");
-    free(ids); free(pp); free(tg); free(bwbuf);
+    free(ids); free(pp); free(tg); free(frac); free(bnd); free(bws); free(bwbuf);
     moe_pool_destroy(pool);
     moe_context_free(c);
     moe_model_free(m);

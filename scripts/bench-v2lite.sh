@@ -78,13 +78,13 @@ run_moecpu() {   # tag model
     local out
     out=$("$MOECPU" bench -m "$2" -p "$P" -n "$N" -r 1 -t "$THREADS" --json)
     echo "  moecpu    $1: $out"
-    echo "$1 moecpu $(echo "$out" | json_field pp_tps) $(echo "$out" | json_field tg_tps) $(echo "$out" | json_field tg_bound_tps)" >>"$LOG"
+    echo "$1 moecpu $(echo "$out" | json_field pp_tps) $(echo "$out" | json_field tg_tps) $(echo "$out" | json_field tg_bound_tps) $(echo "$out" | json_field tg_fraction_of_bound)" >>"$LOG"
 }
 run_llama() {
     local out
     out=$(node "$LLAMA" "$2" -p "$P" -n "$N" -r 1 -t "$THREADS" --json)
     echo "  llama.cpp $1: $out"
-    echo "$1 llama $(echo "$out" | json_field pp_tps) $(echo "$out" | json_field tg_tps) 0" >>"$LOG"
+    echo "$1 llama $(echo "$out" | json_field pp_tps) $(echo "$out" | json_field tg_tps) 0 0" >>"$LOG"
 }
 
 gen gguf-q8_0 "$GGUF"
@@ -109,10 +109,10 @@ printf '%-10s %-10s %10s %10s %14s %10s\n' engine weights "pp$P" "tg$N" "tg boun
 for row in "moecpu q8_0" "llama q8_0" "moecpu fp8"; do
     set -- $row
     [ "$2" = fp8 ] && [ "$FP8" = 0 ] && continue
-    pp=$(col "$2" "$1" 3) tg=$(col "$2" "$1" 4) bd=$(col "$2" "$1" 5)
+    pp=$(col "$2" "$1" 3) tg=$(col "$2" "$1" 4) bd=$(col "$2" "$1" 5) fr=$(col "$2" "$1" 6)
     name=$1; [ "$1" = llama ] && name=llama.cpp
     if [ "$1" = moecpu ]; then
-        printf '%-10s %-10s %10.2f %10.2f %14.2f %9.0f%%\n' "$name" "$2" "$pp" "$tg" "$bd" "$(awk -v a="$tg" -v b="$bd" 'BEGIN {print 100 * a / b}')"
+        printf '%-10s %-10s %10.2f %10.2f %14.2f %9.0f%%\n' "$name" "$2" "$pp" "$tg" "$bd" "$(awk -v f="$fr" 'BEGIN {print 100 * f}')"
     else
         printf '%-10s %-10s %10.2f %10.2f %14s %10s\n' "$name" "$2" "$pp" "$tg" - -
     fi

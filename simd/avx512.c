@@ -1210,18 +1210,13 @@ typedef __m512 mt_vec;
     for (int64_t i_ = 0; i_ < (n); i_ += 16) \
         _mm512_storeu_ps((dst) + i_, _mm512_castsi512_ps(_mm512_slli_epi32( \
             _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)((src) + 2 * i_))), 16)))
-#define MT_DEQ_Q8(dst, q, d, n) \
-    for (int64_t i_ = 0; i_ < (n); i_ += 16) \
-        _mm512_storeu_ps((dst) + i_, _mm512_mul_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32( \
-            _mm_loadu_si128((const __m128i *)(const void *)((q) + i_))))))
-#define MT_Q8_AXPY(y, q, s) \
-    for (int i_ = 0; i_ < 32; i_ += 16) \
-        _mm512_storeu_ps((y) + i_, _mm512_fmadd_ps(_mm512_set1_ps(s), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32( \
-            _mm_loadu_si128((const __m128i *)(const void *)((q) + i_)))), _mm512_loadu_ps((y) + i_)))
 #define MT_DEQ_FP8(dst, src, n, s) \
     for (int64_t i_ = 0; i_ < (n); i_ += 16) \
         _mm512_storeu_ps((dst) + i_, _mm512_mul_ps(_mm512_set1_ps((s) * 256.0f), \
             fp8x16_to_f32(_mm_loadu_si128((const __m128i *)(const void *)((src) + i_)))))
+#define mt_mul(a, b) _mm512_mul_ps((a), (b))
+#define mt_q8(q) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(q))))
+#define MT_F16(h) _cvtsh_ss(h)
 #include "matmul_t.h"
 
 const struct moe_kernels moe_kernels_avx512 = {

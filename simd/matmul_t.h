@@ -10,8 +10,10 @@
  *   MT_DEQ_F16(dst, src, n), MT_DEQ_BF16(dst, src, n)
  *                      n (a multiple of MT_LANES) fp16/bf16 values (const
  *                      unsigned char *src, unaligned) to floats
- *   MT_DEQ_Q8(dst, q, d, n)  n (a multiple of MT_LANES) int8 q times d
- *   MT_Q8_AXPY(y, q, s)      y[0, 32) += s * q[0, 32) (int8 q)
+ *   mt_mul(a, b)       a * b
+ *   mt_q8(q)           MT_LANES int8 values (const int8_t *q, unaligned) as floats
+ *   MT_F16(h)          one fp16 value (uint16_t) as a float (optional: the
+ *                      portable moe_f16_to_f32 otherwise)
  *   MT_DEQ_FP8(dst, src, n, s)  n (a multiple of MT_LANES) e4m3 bytes times s
  *
  * Algorithm: output columns in tiles of MT_TILE; per tile, 4 rows of W at a
@@ -20,11 +22,31 @@
  * load and store of y).  Rows are added in ascending order, as in the
  * reference; FP8's block scale is applied to the decoded weight.  Columns
  * past the last whole vector of a tile are done in scalar code.  Q8_0 with
- * one or two columns (decode) skips the panel: y += (x_r d) q per block.
+ * one or two columns (decode) skips the panel: per 32-block, y += (x_r d_r)
+ * q_r for 4 rows at a time (one load and store of y per 4 rows; the FMAs
+ * are chained in ascending row order, as one row at a time would be).
  */
 #ifndef MT_TILE
 #define MT_TILE 64
 #endif
+#ifndef MT_F16
+#define MT_F16(h) moe_f16_to_f32(h)
+#endif
+
+/* dst[0, n) = d * q[0, n), n a multiple of MT_LANES. */
+static inline void MT_NAME(deq_q8)(float *dst, const int8_t *q, float d, int64_t n)
+{
+    const mt_vec dv = mt_set1(d);
+    for (int64_t i = 0; i < n; i += MT_LANES) mt_store(dst + i, mt_mul(dv, mt_q8(q + i)));
+}
+
+/* fp16 scale of the Q8_0 block at blk. */
+static inline float MT_NAME(q8_d)(const unsigned char *blk)
+{
+    uint16_t h;
+    memcpy(&h, blk, 2);
+    return MT_F16(h);
+}
 
 /* Decode W[r][c0, c0 + n) to FP32 (n <= MT_TILE). */
 static inline void MT_NAME(decode)(float *dst, const struct moe_mat *w, int64_t r, int64_t c0, int64_t n,
@@ -41,7 +63,7 @@ static inline void MT_NAME(decode)(float *dst, const struct moe_mat *w, int64_t 
         for (int64_t i = nv; i < n; i++) {
             uint16_t h;
             memcpy(&h, row + 2 * (c0 + i), 2);
-            dst[i] = moe_f16_to_f32(h);
+            dst[i] = MT_F16(h);
         }
         break;
     case MOE_W_BF16:
@@ -70,13 +92,11 @@ static inline void MT_NAME(decode)(float *dst, const struct moe_mat *w, int64_t 
         while (i < n) {
             const int64_t c = c0 + i, b = c / 32, in = c % 32;
             const unsigned char *blk = row + (size_t)b * MOE_Q8_0_BYTES;
-            uint16_t dh;
-            memcpy(&dh, blk, 2);
-            const float d = moe_f16_to_f32(dh);
+            const float d = MT_NAME(q8_d)(blk);
             const int64_t len = 32 - in < n - i ? 32 - in : n - i;
             const int8_t *q = (const int8_t *)(blk + 2 + in);
             const int64_t lv = len / MT_LANES * MT_LANES;
-            MT_DEQ_Q8(dst + i, q, d, lv);
+            MT_NAME(deq_q8)(dst + i, q, d, lv);
             for (int64_t k = lv; k < len; k++) dst[i + k] = d * (float)q[k];
             i += len;
         }
@@ -95,26 +115,54 @@ static void MT_NAME(gemm_t_q8_direct)(const struct moe_mat *w, int64_t row0, int
     const size_t rb = moe_wtype_row_bytes(w->type, w->cols);
     const int64_t b0 = (col0 + 31) / 32, b1 = col1 / 32;   /* whole blocks inside [col0, col1) */
     for (int j = 0; j < n; j++) memset(y + (size_t)j * ldy + col0, 0, sizeof(float) * (size_t)(col1 - col0));
-    for (int64_t r = row0; r < row1; r++) {
+    int64_t r = row0;
+    for (; r + 4 <= row1; r += 4) {   /* whole blocks, 4 rows at a time */
+        const unsigned char *r0 = (const unsigned char *)w->data + (size_t)r * rb;
+        for (int j = 0; j < n; j++) {
+            const float *xj = x + (size_t)j * ldx + (r - row0);
+            float *yj = y + (size_t)j * ldy;
+            for (int64_t b = b0; b < b1; b++) {
+                const unsigned char *k0 = r0 + (size_t)b * MOE_Q8_0_BYTES, *k1 = k0 + rb, *k2 = k1 + rb, *k3 = k2 + rb;
+                const mt_vec s0 = mt_set1(xj[0] * MT_NAME(q8_d)(k0)), s1 = mt_set1(xj[1] * MT_NAME(q8_d)(k1));
+                const mt_vec s2 = mt_set1(xj[2] * MT_NAME(q8_d)(k2)), s3 = mt_set1(xj[3] * MT_NAME(q8_d)(k3));
+                float *yb = yj + b * 32;
+                for (int i = 0; i < 32; i += MT_LANES) {
+                    mt_vec acc = mt_load(yb + i);
+                    acc = mt_fma(s0, mt_q8((const int8_t *)(k0 + 2) + i), acc);
+                    acc = mt_fma(s1, mt_q8((const int8_t *)(k1 + 2) + i), acc);
+                    acc = mt_fma(s2, mt_q8((const int8_t *)(k2 + 2) + i), acc);
+                    acc = mt_fma(s3, mt_q8((const int8_t *)(k3 + 2) + i), acc);
+                    mt_store(yb + i, acc);
+                }
+            }
+        }
+    }
+    for (; r < row1; r++) {   /* whole blocks of the last rows */
         const unsigned char *row = (const unsigned char *)w->data + (size_t)r * rb;
         for (int j = 0; j < n; j++) {
             const float xr = x[(size_t)j * ldx + (r - row0)];
             float *yj = y + (size_t)j * ldy;
             for (int64_t b = b0; b < b1; b++) {
                 const unsigned char *blk = row + (size_t)b * MOE_Q8_0_BYTES;
-                uint16_t dh;
-                memcpy(&dh, blk, 2);
-                MT_Q8_AXPY(yj + b * 32, (const int8_t *)(blk + 2), xr * moe_f16_to_f32(dh));
+                const mt_vec s = mt_set1(xr * MT_NAME(q8_d)(blk));
+                for (int i = 0; i < 32; i += MT_LANES)
+                    mt_store(yj + b * 32 + i, mt_fma(s, mt_q8((const int8_t *)(blk + 2) + i), mt_load(yj + b * 32 + i)));
             }
-            /* columns of partial blocks: [col0, h1) and [t0, col1) */
-            const int64_t h1 = b0 * 32 < col1 ? b0 * 32 : col1, t0 = b1 * 32 > h1 ? b1 * 32 : h1;
+        }
+    }
+    /* columns of partial blocks, [col0, h1) and [t0, col1), every row in order */
+    const int64_t h1 = b0 * 32 < col1 ? b0 * 32 : col1, t0 = b1 * 32 > h1 ? b1 * 32 : h1;
+    if (h1 == col0 && t0 == col1) return;
+    for (int64_t rr = row0; rr < row1; rr++) {
+        const unsigned char *row = (const unsigned char *)w->data + (size_t)rr * rb;
+        for (int j = 0; j < n; j++) {
+            const float xr = x[(size_t)j * ldx + (rr - row0)];
+            float *yj = y + (size_t)j * ldy;
             for (int64_t c = col0; c < col1; c++) {
                 if (c == h1) c = t0;
                 if (c >= col1) break;
                 const unsigned char *blk = row + (size_t)(c / 32) * MOE_Q8_0_BYTES;
-                uint16_t dh;
-                memcpy(&dh, blk, 2);
-                yj[c] += xr * (moe_f16_to_f32(dh) * (float)((const int8_t *)(blk + 2))[c % 32]);
+                yj[c] += xr * (MT_NAME(q8_d)(blk) * (float)((const int8_t *)(blk + 2))[c % 32]);
             }
         }
     }

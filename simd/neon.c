@@ -765,10 +765,6 @@ static inline int32x4_t mt_ld_s8x4(const int8_t *p)
     for (int64_t i_ = 0; i_ < (n); i_ += 4) vst1q_f32((dst) + i_, vcvt_f32_f16(vreinterpret_f16_u16(mt_ld_u16x4((src) + 2 * i_))))
 #define MT_DEQ_BF16(dst, src, n) \
     for (int64_t i_ = 0; i_ < (n); i_ += 4) vst1q_f32((dst) + i_, vreinterpretq_f32_u32(vshll_n_u16(mt_ld_u16x4((src) + 2 * i_), 16)))
-#define MT_DEQ_Q8(dst, q, d, n) \
-    for (int64_t i_ = 0; i_ < (n); i_ += 4) vst1q_f32((dst) + i_, vmulq_n_f32(vcvtq_f32_s32(mt_ld_s8x4((q) + i_)), (d)))
-#define MT_Q8_AXPY(y, q, s) \
-    for (int i_ = 0; i_ < 32; i_ += 4) vst1q_f32((y) + i_, vfmaq_n_f32(vld1q_f32((y) + i_), vcvtq_f32_s32(mt_ld_s8x4((q) + i_)), (s)))
 static inline float32x4_t mt_fp8x4(const unsigned char *p)   /* value * 2^-8 (see dec16) */
 {
     int8_t t[8] = {0};
@@ -778,6 +774,9 @@ static inline float32x4_t mt_fp8x4(const unsigned char *p)   /* value * 2^-8 (se
 }
 #define MT_DEQ_FP8(dst, src, n, s) \
     for (int64_t i_ = 0; i_ < (n); i_ += 4) vst1q_f32((dst) + i_, vmulq_n_f32(mt_fp8x4((src) + i_), (s) * 256.0f))
+#define mt_mul(a, b) vmulq_f32((a), (b))
+#define mt_q8(q) vcvtq_f32_s32(mt_ld_s8x4(q))
+#define MT_F16(h) vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0)
 #include "matmul_t.h"
 
 /* Shared with the neon_dotprod table (simd/neon_internal.h): the transposed
