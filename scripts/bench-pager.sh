@@ -6,7 +6,8 @@
 #
 #   scripts/bench-pager.sh MODEL.gguf [N_TOKENS=32] [BUDGET=16G] [ROUNDS=1]
 #   CONFIGS="direct pread mmap off llama" (default): pager modes, off = plain
-#   mmap, llama = llama.cpp; MODE+laN adds --lookahead N.
+#   mmap, llama = llama.cpp; MODE+laN adds --lookahead N, MODE+ioN --io-threads N
+#   (suffixes combine: direct+la8+io16).  STREAMS=16: parallel streams of the disk probe.
 #
 # Every run starts with the model's page cache dropped (dd iflag=nocache,
 # no root needed) and is wrapped in flock /work/bench.lock (or $BENCH_LOCK).
@@ -32,14 +33,16 @@ configs=${CONFIGS:-"direct pread mmap off llama"}
 
 drop() { dd if="$model" iflag=nocache count=0 status=none; }
 
-disk_bw() { # GB/s of O_DIRECT reads: 8 parallel streams (as the pager's 8 I/O threads) of 4 MiB blocks, 4 GiB in all
+streams=${STREAMS:-16}
+disk_bw() { # GB/s of O_DIRECT reads: $streams parallel streams of 4 MiB blocks, 4 GiB in all (16 streams read
+            # faster than 8 here: the probe is what this disk can do with deep queues, as the pager's I/O threads)
   local blocks per t0 t1
   blocks=$(( $(stat -c %s "$model") / 4194304 ))
-  per=$(( blocks / 8 < 128 ? blocks / 8 : 128 ))
+  per=$(( blocks / streams < 1024 / streams ? blocks / streams : 1024 / streams ))
   t0=$(date +%s.%N)
-  flock "$lock" bash -c "for i in 0 1 2 3 4 5 6 7; do dd if='$model' of=/dev/null bs=4M count=$per skip=\$(( i * $blocks / 8 )) iflag=direct status=none & done; wait"
+  flock "$lock" bash -c "for i in \$(seq 0 $((streams - 1))); do dd if='$model' of=/dev/null bs=4M count=$per skip=\$(( i * $blocks / $streams )) iflag=direct status=none & done; wait"
   t1=$(date +%s.%N)
-  awk -v b=$(( per * 8 * 4194304 )) -v a="$t0" -v z="$t1" 'BEGIN {printf "%.3f", b / (z - a) / 1e9}'
+  awk -v b=$(( per * streams * 4194304 )) -v a="$t0" -v z="$t1" 'BEGIN {printf "%.3f", b / (z - a) / 1e9}'
 }
 
 run() { # config -> one line: config tps bytes_per_token missed_per_token
@@ -52,8 +55,11 @@ run() { # config -> one line: config tps bytes_per_token missed_per_token
     tps=$(sed -n 's/.*"tg_tps":\([0-9.e+-]*\).*/\1/p' "$tmp.out")
     miss=NA
   else
-    local opts=(--pager "${cfg%%+*}")    # MODE or MODE+laN: with --lookahead N
-    case "$cfg" in *+la*) opts+=(--lookahead "${cfg##*+la}") ;; esac
+    local opts=(--pager "${cfg%%+*}") suf    # MODE[+laN][+ioN]
+    for suf in $(echo "${cfg#*+}" | tr + ' '); do
+      [ "$suf" = "$cfg" ] && break
+      case "$suf" in la*) opts+=(--lookahead "${suf#la}") ;; io*) opts+=(--io-threads "${suf#io}") ;; esac
+    done
     [ "$cfg" = off ] || opts+=(--mem-budget "$budget" --pager-stats)
     flock "$lock" /usr/bin/time -f "INBLOCK %I WALL %e" "$bin" bench -m "$model" -p 0 -n "$n" -r 1 -t "$threads" --json \
       "${opts[@]}" > "$tmp.out" 2> "$tmp"

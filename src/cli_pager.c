@@ -115,7 +115,7 @@ void moe_cli_pager_help(FILE *f)
             "  --pager-policy P  eviction: freq (decayed use frequency, default) or lru\n"
             "  --lookahead N     prefetch up to N experts of the next layer (its router on this\n"
             "                    layer's input); 0 = off (default)\n"
-            "  --io-threads N    parallel reads (default 8)\n"
+            "  --io-threads N    parallel reads (default 16)\n"
             "  --pager-stats     per-batch and total hits, misses, bytes read, stall time on stderr\n"
             "  --trace-routing FILE  write 'token layer expert...' lines (for bench/pager-replay.sh)\n");
 }

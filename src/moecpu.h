@@ -66,7 +66,7 @@ struct moe_model_params {
     size_t mem_budget;         /* bytes of routed experts kept resident; 0: none (AUTO: automatic) */
     int pager_policy;          /* enum moe_pager_policy */
     int lookahead;             /* experts per MoE layer prefetched with the next layer's router; 0: off */
-    int io_threads;            /* pager I/O threads; <= 0: 8 */
+    int io_threads;            /* pager I/O threads; <= 0: 16 */
     const char *trace_routing; /* write "token layer e1 e2 ..." lines here (NULL: no trace) */
 };
 

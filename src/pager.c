@@ -339,6 +339,22 @@ static void queue_chunks(struct moe_pager *p, int idx, bool demand)
     pthread_cond_broadcast(&p->work);
 }
 
+/* A slot: 2 MiB aligned and backed by transparent huge pages where the
+ * kernel has them.  A slot's first use faults its memory in, and the
+ * kernel zeroes every page first: with 4 KiB pages this zeroing ran at
+ * 0.8-2 GB/s on our 2-core VM, slower than the disk, and took most of the
+ * CPU while the pager filled its budget; 2 MiB pages fault 512x less. */
+static void *slot_alloc(size_t bytes)
+{
+    void *mem = NULL;
+    const size_t huge = (size_t)2 << 20;
+    if (posix_memalign(&mem, bytes >= huge ? huge : (size_t)PAGER_ALIGN, bytes)) return NULL;
+#ifdef MADV_HUGEPAGE
+    if (bytes >= huge) (void)madvise(mem, bytes / huge * huge, MADV_HUGEPAGE);
+#endif
+    return mem;
+}
+
 /* Make room for expert idx and start reading it.  false: no room. */
 static bool admit(struct moe_pager *p, int idx, bool demand)
 {
@@ -354,8 +370,8 @@ static bool admit(struct moe_pager *p, int idx, bool demand)
         if (p->n_free > 0) {
             s = p->free_slots[--p->n_free];
         } else {
-            void *mem = NULL;
-            if (posix_memalign(&mem, (size_t)PAGER_ALIGN, p->slot_bytes)) {
+            void *mem = slot_alloc(p->slot_bytes);
+            if (!mem) {
                 /* no memory for a slot: compute on the mapping (not counted as held) */
                 p->n_slots = p->n_alloc;
                 memcpy(x->mats, x->map_mats, sizeof x->mats);
@@ -730,7 +746,7 @@ int moe_pager_create(struct moe_pager **out, struct moe_model *m, int mode, size
         if (t->nbytes && t->data && !is_expert_tensor(t->name)) populate(t->data, t->nbytes);
     }
 
-    p->n_io = io_threads > 0 ? io_threads : 8;
+    p->n_io = io_threads > 0 ? io_threads : 16;   /* 16 streams read the disk here ~35% faster than 8 (fio) */
     if (p->n_io > 64) p->n_io = 64;
     p->io = calloc((size_t)p->n_io, sizeof *p->io);
     if (!p->io) {
