@@ -17,7 +17,7 @@
  *   MT_DEQ_FP8(dst, src, n, s)  n (a multiple of MT_LANES) e4m3 bytes times s
  *
  * Algorithm: output columns in tiles of MT_TILE; per tile, 4 rows of W at a
- * time are decoded to FP32 into a stack panel and every activation column
+ * time are decoded to FP32 into a stack panel (F32 rows are used in place) and every activation column
  * j does y_j += x_j[r0] w_r0 + ... + x_j[r3] w_r3 in vectors (4 FMAs per
  * load and store of y).  Rows are added in ascending order, as in the
  * reference; FP8's block scale is applied to the decoded weight.  Columns
@@ -107,6 +107,18 @@ static inline void MT_NAME(decode)(float *dst, const struct moe_mat *w, int64_t 
     }
 }
 
+/* W[r][c0, c0 + n) as FP32: F32 rows in place (e.g. the attention cache),
+ * other types decoded into dst. */
+static inline const float *MT_NAME(row)(float *dst, const struct moe_mat *w, int64_t r, int64_t c0, int64_t n,
+                                        const float *fp8_lut)
+{
+    if (w->type == MOE_W_F32)
+        return (const float *)(const void *)((const unsigned char *)w->data +
+                                             (size_t)r * moe_wtype_row_bytes(MOE_W_F32, w->cols)) + c0;
+    MT_NAME(decode)(dst, w, r, c0, n, fp8_lut);
+    return dst;
+}
+
 /* Q8_0 with few columns (decode): no panel; per row and 32-block,
  * y += (x_r d) q straight from the int8 values. */
 static void MT_NAME(gemm_t_q8_direct)(const struct moe_mat *w, int64_t row0, int64_t row1, int64_t col0,
@@ -184,37 +196,38 @@ static void MT_NAME(gemm_t)(const struct moe_mat *w, int64_t row0, int64_t row1,
         for (int j = 0; j < n; j++) memset(y + (size_t)j * ldy + c0, 0, sizeof(float) * (size_t)tw);
         int64_t r = row0;
         for (; r + 4 <= row1; r += 4) {
-            for (int q = 0; q < 4; q++) MT_NAME(decode)(panel[q], w, r + q, c0, tw, lut);
+            const float *pr[4];
+            for (int q = 0; q < 4; q++) pr[q] = MT_NAME(row)(panel[q], w, r + q, c0, tw, lut);
             for (int j = 0; j < n; j++) {
                 const float *xj = x + (size_t)j * ldx + (r - row0);
                 float *yj = y + (size_t)j * ldy + c0;
                 const mt_vec a0 = mt_set1(xj[0]), a1 = mt_set1(xj[1]), a2 = mt_set1(xj[2]), a3 = mt_set1(xj[3]);
                 for (int64_t k = 0; k < tv; k += MT_LANES) {
                     mt_vec acc = mt_load(yj + k);
-                    acc = mt_fma(a0, mt_load(panel[0] + k), acc);
-                    acc = mt_fma(a1, mt_load(panel[1] + k), acc);
-                    acc = mt_fma(a2, mt_load(panel[2] + k), acc);
-                    acc = mt_fma(a3, mt_load(panel[3] + k), acc);
+                    acc = mt_fma(a0, mt_load(pr[0] + k), acc);
+                    acc = mt_fma(a1, mt_load(pr[1] + k), acc);
+                    acc = mt_fma(a2, mt_load(pr[2] + k), acc);
+                    acc = mt_fma(a3, mt_load(pr[3] + k), acc);
                     mt_store(yj + k, acc);
                 }
                 for (int64_t k = tv; k < tw; k++) {
                     float acc = yj[k];
-                    acc += xj[0] * panel[0][k];
-                    acc += xj[1] * panel[1][k];
-                    acc += xj[2] * panel[2][k];
-                    acc += xj[3] * panel[3][k];
+                    acc += xj[0] * pr[0][k];
+                    acc += xj[1] * pr[1][k];
+                    acc += xj[2] * pr[2][k];
+                    acc += xj[3] * pr[3][k];
                     yj[k] = acc;
                 }
             }
         }
         for (; r < row1; r++) {
-            MT_NAME(decode)(panel[0], w, r, c0, tw, lut);
+            const float *p0 = MT_NAME(row)(panel[0], w, r, c0, tw, lut);
             for (int j = 0; j < n; j++) {
                 const float xr = x[(size_t)j * ldx + (r - row0)];
                 float *yj = y + (size_t)j * ldy + c0;
                 const mt_vec a0 = mt_set1(xr);
-                for (int64_t k = 0; k < tv; k += MT_LANES) mt_store(yj + k, mt_fma(a0, mt_load(panel[0] + k), mt_load(yj + k)));
-                for (int64_t k = tv; k < tw; k++) yj[k] += xr * panel[0][k];
+                for (int64_t k = 0; k < tv; k += MT_LANES) mt_store(yj + k, mt_fma(a0, mt_load(p0 + k), mt_load(yj + k)));
+                for (int64_t k = tv; k < tw; k++) yj[k] += xr * p0[k];
             }
         }
     }
