@@ -107,14 +107,13 @@ static inline void MT_NAME(decode)(float *dst, const struct moe_mat *w, int64_t 
     }
 }
 
-/* W[r][c0, c0 + n) as FP32: F32 rows in place (e.g. the attention cache),
- * other types decoded into dst. */
+/* W[r][c0, c0 + n) as FP32: aligned F32 rows in place (e.g. the attention
+ * cache), anything else decoded into dst. */
 static inline const float *MT_NAME(row)(float *dst, const struct moe_mat *w, int64_t r, int64_t c0, int64_t n,
                                         const float *fp8_lut)
 {
-    if (w->type == MOE_W_F32)
-        return (const float *)(const void *)((const unsigned char *)w->data +
-                                             (size_t)r * moe_wtype_row_bytes(MOE_W_F32, w->cols)) + c0;
+    const unsigned char *src = (const unsigned char *)w->data + (size_t)r * moe_wtype_row_bytes(w->type, w->cols);
+    if (w->type == MOE_W_F32 && (uintptr_t)src % _Alignof(float) == 0) return (const float *)(const void *)src + c0;
     MT_NAME(decode)(dst, w, r, c0, n, fp8_lut);
     return dst;
 }
