@@ -32,6 +32,7 @@
 #ifndef MT_F16
 #define MT_F16(h) moe_f16_to_f32(h)
 #endif
+#define MT_PF_ROWS 16   /* rows ahead prefetched by the panel path (F32/F16/BF16) */
 
 /* dst[0, n) = d * q[0, n), n a multiple of MT_LANES. */
 static inline void MT_NAME(deq_q8)(float *dst, const int8_t *q, float d, int64_t n)
@@ -190,13 +191,21 @@ static void MT_NAME(gemm_t)(const struct moe_mat *w, int64_t row0, int64_t row1,
     if (w->type == MOE_W_FP8)
         for (int i = 0; i < 256; i++) lut[i] = moe_fp8_to_f32((uint8_t)i);
     float panel[4][MT_TILE];
+    const size_t rb = moe_wtype_row_bytes(w->type, w->cols);
+    const size_t esz = w->type == MOE_W_F32 ? 4 : w->type == MOE_W_F16 || w->type == MOE_W_BF16 ? 2 : 0;
     for (int64_t c0 = col0; c0 < col1; c0 += MT_TILE) {
         const int64_t tw = col1 - c0 < MT_TILE ? col1 - c0 : MT_TILE, tv = tw / MT_LANES * MT_LANES;
+        const size_t pf_off = esz * (size_t)c0, pf_bytes = esz * (size_t)tw;
         for (int j = 0; j < n; j++) memset(y + (size_t)j * ldy + c0, 0, sizeof(float) * (size_t)tw);
         int64_t r = row0;
         for (; r + 4 <= row1; r += 4) {
             const float *pr[4];
             for (int q = 0; q < 4; q++) pr[q] = MT_NAME(row)(panel[q], w, r + q, c0, tw, lut);
+            if (pf_bytes)   /* this tile of rows r + MT_PF_ROWS.. (a strided walk the hardware may not foresee) */
+                for (int q = 0; q < 4 && r + MT_PF_ROWS + q < row1; q++)
+                    for (size_t o = 0; o < pf_bytes; o += 64)
+                        __builtin_prefetch((const unsigned char *)w->data + (size_t)(r + MT_PF_ROWS + q) * rb +
+                                               pf_off + o);
             for (int j = 0; j < n; j++) {
                 const float *xj = x + (size_t)j * ldx + (r - row0);
                 float *yj = y + (size_t)j * ldy + c0;

@@ -27,6 +27,11 @@
 #define DEFAULT_BATCH 512
 #define DEFAULT_CTX 4096
 #define OLAT_CHUNK 64          /* latent columns per attention-output task */
+/* Heads of o_lat are kv_lora + 16 floats apart: at kv_lora 512 (2 KiB) the
+ * rows of heads h and h + 2 were 4 KiB apart, and the gemm_t loop that
+ * stores head h then loads head h + 2 stalled on 4K aliasing (a quarter of
+ * decode time at 600 positions). */
+#define OLAT_LD(kvr) ((kvr) + 16)
 /* Decompressed attention: keys/values per tile, and the smallest batch for
  * which AUTO uses it (see dec_wanted: measured, README "Attention paths"). */
 #define DEC_TILE 256
@@ -70,7 +75,7 @@ struct moe_context {
     float *qcat;               /* [T][H][kv_lora + rope]: absorbed query | roped q */
     float *tmp;                /* [T][max(H * kv_lora, H * (nope + v))] */
     float *scores;             /* [H][n_ctx] */
-    float *olat;               /* [T][H][kv_lora] */
+    float *olat;               /* [T][H][olat_ld]: kv_lora used per head */
     float *attn;               /* [T][H * v] */
     float *ybuf;               /* [T][D] */
     float *fa, *fb;            /* [max(T * F, R * Fe)] */
@@ -341,7 +346,7 @@ int moe_context_new(struct moe_context **out, struct moe_model *m, const struct 
     c->qcat = xalloc(t * (size_t)(H * kvw), sizeof(float), &fail);
     c->tmp = xalloc(t * (size_t)max64(H * kvr, H * (nope + v)), sizeof(float), &fail);
     c->scores = xalloc((size_t)(H * n_ctx), sizeof(float), &fail);
-    c->olat = xalloc(t * (size_t)(H * kvr), sizeof(float), &fail);
+    c->olat = xalloc(t * (size_t)(H * OLAT_LD(kvr)), sizeof(float), &fail);
     c->attn = xalloc(t * (size_t)(H * v), sizeof(float), &fail);
     c->ybuf = xalloc(t * (size_t)D, sizeof(float), &fail);
     const size_t fsz = (size_t)max64((int64_t)t * F, R * Fe);
@@ -449,7 +454,7 @@ static void softmax_task(void *ctx, int h)
 struct olat_job {
     struct moe_context *c;
     struct moe_mat cache;      /* rows [0, len) */
-    float *out;                /* [H][kv_lora] */
+    float *out;                /* [H][OLAT_LD(kv_lora)] */
 };
 
 static void olat_task(void *ctx, int task)
@@ -459,7 +464,7 @@ static void olat_task(void *ctx, int task)
     const int64_t kvr = c->m->cfg.kv_lora_rank;
     const int64_t c0 = (int64_t)task * OLAT_CHUNK, c1 = c0 + OLAT_CHUNK < kvr ? c0 + OLAT_CHUNK : kvr;
     c->m->k->gemm_t[j->cache.type](&j->cache, 0, j->cache.rows, c0, c1, c->scores, c->n_ctx, c->m->cfg.n_heads,
-                                   j->out, kvr);
+                                   j->out, OLAT_LD(kvr));
 }
 
 /* ---- attention, decompressed (prefill of big batches)
@@ -713,7 +718,7 @@ static void attention_absorbed(struct moe_context *c, int layer, int T)
         mm_run(c, 1);
         struct softmax_job sj = {c, len, m->attn_scale};
         run_job(c, softmax_task, &sj, H, 16.0 * (double)H * (double)len);
-        struct olat_job oj = {c, cm, c->olat + (size_t)t * H * kvr};
+        struct olat_job oj = {c, cm, c->olat + (size_t)t * H * OLAT_LD(kvr)};
         run_job(c, olat_task, &oj, (int)((kvr + OLAT_CHUNK - 1) / OLAT_CHUNK), (double)H * (double)len * (double)kvr);
     }
 
@@ -726,7 +731,7 @@ static void attention_absorbed(struct moe_context *c, int layer, int T)
             qb.q += o;
             qb.d += o / 32;
             qb.s += o / 32;
-            acts_make(k, &a, c->olat + h * kvr, T, kvr, H * kvr, &qb, q8);
+            acts_make(k, &a, c->olat + h * OLAT_LD(kvr), T, kvr, H * OLAT_LD(kvr), &qb, q8);
             item(c, h, &L->v_b, h * v, (h + 1) * v, &a, c->attn, H * v);
         }
         mm_run(c, H);
@@ -739,7 +744,7 @@ static void attention_absorbed(struct moe_context *c, int layer, int T)
             qb.q += o;
             qb.d += o / 32;
             qb.s += o / 32;
-            acts_make(k, &a, c->olat + h * kvr, T, kvr, H * kvr, &qb, q8);
+            acts_make(k, &a, c->olat + h * OLAT_LD(kvr), T, kvr, H * OLAT_LD(kvr), &qb, q8);
             item(c, h, &L->kv_b, h * (nope + v) + nope, (h + 1) * (nope + v), &a, c->tmp, ldy);
         }
         mm_run(c, H);
