@@ -43,10 +43,12 @@ DIR=$(cd "$DIR" && pwd)
 MOECPU=$ROOT/moecpu GEN=$ROOT/build/gen_model LLAMA=$ROOT/scripts/llama-ref/bench.mjs
 (cd "$ROOT" && make -s moecpu build/gen_model) || die "build failed"
 [ -d "$ROOT/scripts/llama-ref/node_modules/node-llama-cpp" ] || die "node-llama-cpp missing: run scripts/llama-ref/install.sh"
-avail=$(df -Pk "$DIR" | awk 'NR == 2 {print $4}')
-[ "$TINY" = 1 ] || [ "$avail" -gt $((18 * 1024 * 1024)) ] || die "$DIR: less than 18 GB free"
-
 GGUF=$DIR/v2lite-q8_0.gguf HF=$DIR/v2lite-fp8
+avail=$(df -Pk "$DIR" | awk 'NR == 2 {print $4}')
+# the space check is skipped when --keep reuses both models from an earlier run
+{ [ "$KEEP" = 1 ] && [ -e "$GGUF" ] && { [ "$FP8" = 0 ] || [ -e "$HF" ]; }; } || [ "$TINY" = 1 ] ||
+    [ "$avail" -gt $((18 * 1024 * 1024)) ] || die "$DIR: less than 18 GB free"
+
 # private copies: rebuilding the tree during the run must not change what is measured
 cp "$MOECPU" "$DIR/moecpu.bench" && cp "$GEN" "$DIR/gen_model.bench" || die "cannot copy the binaries to $DIR"
 MOECPU=$DIR/moecpu.bench GEN=$DIR/gen_model.bench
