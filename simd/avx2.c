@@ -925,6 +925,7 @@ typedef __m256 mt_vec;
 #define mt_mul(a, b) _mm256_mul_ps((a), (b))
 #define mt_q8(q) _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(q))))
 #define MT_F16(h) _cvtsh_ss(h)
+#define MT_RB_H 2   /* 16 ymm registers: 8 accumulators */
 #include "matmul_t.h"
 
 const struct moe_kernels moe_kernels_avx2 = {

@@ -33,6 +33,10 @@
 #define MT_F16(h) moe_f16_to_f32(h)
 #endif
 #define MT_PF_ROWS 16   /* rows ahead prefetched by the panel path (F32/F16/BF16) */
+#ifndef MT_RB_H
+#define MT_RB_H 4       /* columns of x per register block (F32 rows; 4 x MT_RB_H accumulators) */
+#endif
+#define MT_RB_W (4 * MT_LANES)
 
 /* dst[0, n) = d * q[0, n), n a multiple of MT_LANES. */
 static inline void MT_NAME(deq_q8)(float *dst, const int8_t *q, float d, int64_t n)
@@ -180,6 +184,51 @@ static void MT_NAME(gemm_t_q8_direct)(const struct moe_mat *w, int64_t row0, int
     }
 }
 
+/* Aligned F32 rows with MT_RB_H or more columns of x (the attention
+ * output over the latent cache: one column per head): MT_RB_H columns x
+ * MT_RB_W outputs stay in registers while every row is read once (4 loads
+ * and MT_RB_H broadcasts per 4 * MT_RB_H FMAs; the panel path loads and
+ * stores y for every 4 rows).  Same sums in the same order as the panel
+ * path.  Leftover columns of x and outputs go to the panel path. */
+static void MT_NAME(gemm_t_panel)(const struct moe_mat *w, int64_t row0, int64_t row1, int64_t col0, int64_t col1,
+                                  const float *x, int64_t ldx, int n, float *y, int64_t ldy);
+
+static void MT_NAME(gemm_t_f32_rb)(const struct moe_mat *w, int64_t row0, int64_t row1, int64_t col0,
+                                   int64_t col1, const float *x, int64_t ldx, int n, float *y, int64_t ldy)
+{
+    const size_t rb = moe_wtype_row_bytes(MOE_W_F32, w->cols);
+    const unsigned char *base = (const unsigned char *)w->data;
+    const int nb = n / MT_RB_H * MT_RB_H;
+    int64_t c0 = col0;
+    for (; c0 + MT_RB_W <= col1; c0 += MT_RB_W)
+        for (int j0 = 0; j0 < nb; j0 += MT_RB_H) {
+            mt_vec acc[MT_RB_H][4];
+            for (int h = 0; h < MT_RB_H; h++)
+                for (int i = 0; i < 4; i++) acc[h][i] = mt_set1(0.0f);
+            const float *xb = x + (size_t)j0 * (size_t)ldx;
+            for (int64_t r = row0; r < row1; r++) {
+                const float *wr = (const float *)(const void *)(base + (size_t)r * rb) + c0;
+                if (r + MT_PF_ROWS < row1)
+                    for (int o = 0; o < MT_RB_W * 4; o += 64) __builtin_prefetch((const unsigned char *)(wr) + MT_PF_ROWS * rb + o);
+                const mt_vec w0 = mt_load(wr), w1 = mt_load(wr + MT_RB_W / 4), w2 = mt_load(wr + MT_RB_W / 2),
+                             w3 = mt_load(wr + 3 * MT_RB_W / 4);
+                for (int h = 0; h < MT_RB_H; h++) {
+                    const mt_vec a = mt_set1(xb[(size_t)h * (size_t)ldx + (size_t)(r - row0)]);
+                    acc[h][0] = mt_fma(a, w0, acc[h][0]);
+                    acc[h][1] = mt_fma(a, w1, acc[h][1]);
+                    acc[h][2] = mt_fma(a, w2, acc[h][2]);
+                    acc[h][3] = mt_fma(a, w3, acc[h][3]);
+                }
+            }
+            for (int h = 0; h < MT_RB_H; h++)
+                for (int i = 0; i < 4; i++) mt_store(y + (size_t)(j0 + h) * (size_t)ldy + c0 + i * (MT_RB_W / 4), acc[h][i]);
+        }
+    if (nb > 0 && c0 < col1) MT_NAME(gemm_t_panel)(w, row0, row1, c0, col1, x, ldx, nb, y, ldy);
+    if (nb < n)
+        MT_NAME(gemm_t_panel)(w, row0, row1, col0, col1, x + (size_t)nb * (size_t)ldx, ldx, n - nb,
+                              y + (size_t)nb * (size_t)ldy, ldy);
+}
+
 static void MT_NAME(gemm_t)(const struct moe_mat *w, int64_t row0, int64_t row1, int64_t col0, int64_t col1,
                             const float *x, int64_t ldx, int n, float *y, int64_t ldy)
 {
@@ -187,6 +236,17 @@ static void MT_NAME(gemm_t)(const struct moe_mat *w, int64_t row0, int64_t row1,
         MT_NAME(gemm_t_q8_direct)(w, row0, row1, col0, col1, x, ldx, n, y, ldy);
         return;
     }
+    if (w->type == MOE_W_F32 && n >= MT_RB_H && (uintptr_t)w->data % _Alignof(float) == 0 &&
+        moe_wtype_row_bytes(MOE_W_F32, w->cols) % _Alignof(float) == 0) {
+        MT_NAME(gemm_t_f32_rb)(w, row0, row1, col0, col1, x, ldx, n, y, ldy);
+        return;
+    }
+    MT_NAME(gemm_t_panel)(w, row0, row1, col0, col1, x, ldx, n, y, ldy);
+}
+
+static void MT_NAME(gemm_t_panel)(const struct moe_mat *w, int64_t row0, int64_t row1, int64_t col0, int64_t col1,
+                                  const float *x, int64_t ldx, int n, float *y, int64_t ldy)
+{
     float lut[256];
     if (w->type == MOE_W_FP8)
         for (int i = 0; i < 256; i++) lut[i] = moe_fp8_to_f32((uint8_t)i);
