@@ -143,9 +143,9 @@ int moe_bench_model(int argc, char **argv)
         if (p > 0 && moe_context_eval(c, ids, p, 0, err, sizeof err)) goto eval_fail;
         pp[r] = p > 0 ? (double)p / (moe_bench_now() - t0) : 0;
         /* decode in segments, each between two bandwidth probes */
-        double busy = 0, bound_s = 0, bw_sum = 0, bw_prev = n > 0 ? moe_bench_read_bw(pool, bwbuf, bw_bytes, 2) : 0;
+        double busy = 0, bound_s = 0, bw_prev = n > 0 ? moe_bench_read_bw(pool, bwbuf, bw_bytes, 2) : 0;
+        double bw_sum = bw_prev;
         int n_probe = 1;
-        bw_sum = bw_prev;
         for (long i = 0; i < n; i += TG_SEG) {
             const long k = n - i < TG_SEG ? n - i : TG_SEG;
             const double s0 = moe_bench_now();

@@ -16,15 +16,17 @@
  *                      portable moe_f16_to_f32 otherwise)
  *   MT_DEQ_FP8(dst, src, n, s)  n (a multiple of MT_LANES) e4m3 bytes times s
  *
- * Algorithm: output columns in tiles of MT_TILE; per tile, 4 rows of W at a
- * time are decoded to FP32 into a stack panel (F32 rows are used in place) and every activation column
- * j does y_j += x_j[r0] w_r0 + ... + x_j[r3] w_r3 in vectors (4 FMAs per
- * load and store of y).  Rows are added in ascending order, as in the
- * reference; FP8's block scale is applied to the decoded weight.  Columns
- * past the last whole vector of a tile are done in scalar code.  Q8_0 with
- * one or two columns (decode) skips the panel: per 32-block, y += (x_r d_r)
- * q_r for 4 rows at a time (one load and store of y per 4 rows; the FMAs
- * are chained in ascending row order, as one row at a time would be).
+ * Algorithm (panel path): output columns in tiles of MT_TILE; per tile, 4
+ * rows of W at a time are decoded to FP32 into a stack panel (aligned F32
+ * rows are used in place) and every activation column j does y_j +=
+ * x_j[r0] w_r0 + ... + x_j[r3] w_r3 in vectors (4 FMAs per load and store
+ * of y).  Rows are added in ascending order, as in the reference; FP8's
+ * block scale is applied to the decoded weight.  Columns past the last
+ * whole vector of a tile are done in scalar code.  Two special paths with
+ * the same sums in the same order: aligned F32 rows with MT_RB_H or more
+ * activation columns keep MT_RB_H columns x MT_RB_W outputs in registers
+ * (gemm_t_f32_rb); Q8_0 with one or two columns (decode) skips the panel:
+ * per 32-block, y += (x_r d_r) q_r for 4 rows at a time.
  */
 #ifndef MT_TILE
 #define MT_TILE 64
@@ -32,7 +34,7 @@
 #ifndef MT_F16
 #define MT_F16(h) moe_f16_to_f32(h)
 #endif
-#define MT_PF_ROWS 16   /* rows ahead prefetched by the panel path (F32/F16/BF16) */
+#define MT_PF_ROWS 16   /* rows ahead prefetched by the F32 register-block path */
 #ifndef MT_RB_H
 #define MT_RB_H 4       /* columns of x per register block (F32 rows; 4 x MT_RB_H accumulators) */
 #endif
@@ -64,21 +66,17 @@ static inline void MT_NAME(decode)(float *dst, const struct moe_mat *w, int64_t 
         memcpy(dst, row + 4 * c0, (size_t)n * 4);
         break;
     case MOE_W_F16:
-        MT_DEQ_F16(dst, row + 2 * c0, nv);
+    case MOE_W_BF16: {
+        const int f16 = w->type == MOE_W_F16;
+        if (f16) MT_DEQ_F16(dst, row + 2 * c0, nv);
+        else MT_DEQ_BF16(dst, row + 2 * c0, nv);
         for (int64_t i = nv; i < n; i++) {
             uint16_t h;
             memcpy(&h, row + 2 * (c0 + i), 2);
-            dst[i] = MT_F16(h);
+            dst[i] = f16 ? MT_F16(h) : moe_bf16_to_f32(h);
         }
         break;
-    case MOE_W_BF16:
-        MT_DEQ_BF16(dst, row + 2 * c0, nv);
-        for (int64_t i = nv; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, row + 2 * (c0 + i), 2);
-            dst[i] = moe_bf16_to_f32(h);
-        }
-        break;
+    }
     case MOE_W_FP8: {
         const float *srow = w->scale + (r / 128) * moe_fp8_scale_cols(w->cols);
         int64_t i = 0;
@@ -251,21 +249,13 @@ static void MT_NAME(gemm_t_panel)(const struct moe_mat *w, int64_t row0, int64_t
     if (w->type == MOE_W_FP8)
         for (int i = 0; i < 256; i++) lut[i] = moe_fp8_to_f32((uint8_t)i);
     float panel[4][MT_TILE];
-    const size_t rb = moe_wtype_row_bytes(w->type, w->cols);
-    const size_t esz = w->type == MOE_W_F32 ? 4 : w->type == MOE_W_F16 || w->type == MOE_W_BF16 ? 2 : 0;
     for (int64_t c0 = col0; c0 < col1; c0 += MT_TILE) {
         const int64_t tw = col1 - c0 < MT_TILE ? col1 - c0 : MT_TILE, tv = tw / MT_LANES * MT_LANES;
-        const size_t pf_off = esz * (size_t)c0, pf_bytes = esz * (size_t)tw;
         for (int j = 0; j < n; j++) memset(y + (size_t)j * ldy + c0, 0, sizeof(float) * (size_t)tw);
         int64_t r = row0;
         for (; r + 4 <= row1; r += 4) {
             const float *pr[4];
             for (int q = 0; q < 4; q++) pr[q] = MT_NAME(row)(panel[q], w, r + q, c0, tw, lut);
-            if (pf_bytes)   /* this tile of rows r + MT_PF_ROWS.. (a strided walk the hardware may not foresee) */
-                for (int q = 0; q < 4 && r + MT_PF_ROWS + q < row1; q++)
-                    for (size_t o = 0; o < pf_bytes; o += 64)
-                        __builtin_prefetch((const unsigned char *)w->data + (size_t)(r + MT_PF_ROWS + q) * rb +
-                                               pf_off + o);
             for (int j = 0; j < n; j++) {
                 const float *xj = x + (size_t)j * ldx + (r - row0);
                 float *yj = y + (size_t)j * ldy + c0;

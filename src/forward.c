@@ -28,9 +28,10 @@
 #define DEFAULT_CTX 4096
 #define OLAT_CHUNK 64          /* latent columns per attention-output task */
 /* Heads of o_lat are kv_lora + 16 floats apart: at kv_lora 512 (2 KiB) the
- * rows of heads h and h + 2 were 4 KiB apart, and the gemm_t loop that
- * stores head h then loads head h + 2 stalled on 4K aliasing (a quarter of
- * decode time at 600 positions). */
+ * rows of heads h and h + 2 were 4 KiB apart, and gemm_t's panel loop (now
+ * used for the BF16 cache; the F32 cache takes its register-block path),
+ * which stores head h then loads head h + 2, stalled on 4K aliasing (a
+ * quarter of decode time at 600 positions). */
 #define OLAT_LD(kvr) ((kvr) + 16)
 /* Decompressed attention: keys/values per tile, and the smallest batch for
  * which AUTO uses it (see dec_wanted: measured, README "Attention paths"). */

@@ -54,8 +54,10 @@ struct tmat {
 
 /* A random matrix of type t with awkward values: per-row magnitudes over
  * several decades, zeros, and for FP8 the extreme codes (+-448,
- * subnormals) and widely varying block scales. */
-static void tmat_make(struct tmat *t, enum moe_wtype type, int64_t rows, int64_t cols, struct rng *r)
+ * subnormals) and widely varying block scales.  The data starts `off`
+ * bytes after a malloc'd address: 1 makes it misaligned for every type, 0
+ * aligned (kernels may take other paths for aligned rows). */
+static void tmat_make(struct tmat *t, enum moe_wtype type, int64_t rows, int64_t cols, size_t off, struct rng *r)
 {
     float *f = malloc(sizeof(float) * (size_t)(rows * cols));
     for (int64_t i = 0; i < rows; i++) {
@@ -71,9 +73,8 @@ static void tmat_make(struct tmat *t, enum moe_wtype type, int64_t rows, int64_t
     t->m.rows = rows;
     t->m.cols = cols;
     size_t rb = moe_wtype_row_bytes(type, cols);
-    /* one spare byte so Q8_0/FP8 rows start at odd addresses when offset */
     unsigned char *buf = malloc(rb * (size_t)rows + 64);
-    unsigned char *d = buf + 1;   /* deliberately misaligned */
+    unsigned char *d = buf + off;
     switch (type) {
     case MOE_W_F32: memcpy(d, f, rb * (size_t)rows); break;
     case MOE_W_F16:
@@ -168,7 +169,7 @@ static void check_matmul(moe_matmul_fn fn, enum moe_wtype type, int64_t rows, in
 {
     struct tmat w;
     struct tacts a;
-    tmat_make(&w, type, rows, k, r);
+    tmat_make(&w, type, rows, k, 1, r);
     tacts_make(&a, k, n, k + 5, r);
     const int64_t ldy = rows + 3;
     const int64_t row0 = rows > 3 ? rows / 3 : 0, row1 = rows;
@@ -202,10 +203,10 @@ static void check_matmul(moe_matmul_fn fn, enum moe_wtype type, int64_t rows, in
  * rows dequantized by moe_ref_dequant_row; both within 3e-5 * sum_r
  * |x_r W[r][c]| (the matmul bound: FP32 sums reordered/fused). */
 static void check_matmul_t(moe_matmul_t_fn fn, enum moe_wtype type, int64_t rows, int64_t cols, int n,
-                           int64_t row0, int64_t col0, int64_t col1, struct rng *r)
+                           int64_t row0, int64_t col0, int64_t col1, size_t off, struct rng *r)
 {
     struct tmat w;
-    tmat_make(&w, type, rows, cols, r);
+    tmat_make(&w, type, rows, cols, off, r);
     const int64_t nr = rows - row0, ldx = nr + 3, ldy = cols + 5;
     float *x = malloc(sizeof(float) * (size_t)(ldx * n));
     for (int j = 0; j < n; j++) {
@@ -257,10 +258,13 @@ static void test_gemm_t(const struct moe_kernels *kt, enum moe_wtype type, struc
                 const int64_t rows = rs[ri], cols = cs[ci];
                 if (type == MOE_W_Q8_0 && cols % 32) continue;
                 if ((double)rows * (double)cols * ns[ni] > (quick ? 1e5 : 1e6)) continue;
-                /* all columns from row 0; then an inner range starting mid-block */
-                check_matmul_t(kt->gemm_t[type], type, rows, cols, ns[ni], 0, 0, cols, r);
-                const int64_t c0 = cols > 40 ? 7 + (int64_t)(rnext(r) % 30) : 1, c1 = cols - (int64_t)(rnext(r) % 5);
-                if (c1 > c0) check_matmul_t(kt->gemm_t[type], type, rows, cols, ns[ni], rows / 3, c0, c1, r);
+                /* all columns from row 0; then an inner range starting mid-block; data
+                 * misaligned and aligned (F32: rows read in place, register blocks) */
+                for (size_t off = 0; off < 2; off++) {
+                    check_matmul_t(kt->gemm_t[type], type, rows, cols, ns[ni], 0, 0, cols, off, r);
+                    const int64_t c0 = cols > 40 ? 7 + (int64_t)(rnext(r) % 30) : 1, c1 = cols - (int64_t)(rnext(r) % 5);
+                    if (c1 > c0) check_matmul_t(kt->gemm_t[type], type, rows, cols, ns[ni], rows / 3, c0, c1, off, r);
+                }
             }
 }
 
