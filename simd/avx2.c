@@ -919,9 +919,7 @@ typedef __m256 mt_vec;
     for (int64_t i_ = 0; i_ < (n); i_ += 8) \
         _mm256_storeu_ps((dst) + i_, _mm256_castsi256_ps(_mm256_slli_epi32( \
             _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)((src) + 2 * i_))), 16)))
-#define MT_DEQ_FP8(dst, src, n, s) \
-    for (int64_t i_ = 0; i_ < (n); i_ += 8) \
-        _mm256_storeu_ps((dst) + i_, _mm256_mul_ps(_mm256_set1_ps((s) * 256.0f), fp8_decode8((src) + i_)))
+#define mt_fp8(p) fp8_decode8(p)
 #define mt_mul(a, b) _mm256_mul_ps((a), (b))
 #define mt_q8(q) _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(q))))
 #define MT_F16(h) _cvtsh_ss(h)

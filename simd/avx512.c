@@ -1210,10 +1210,7 @@ typedef __m512 mt_vec;
     for (int64_t i_ = 0; i_ < (n); i_ += 16) \
         _mm512_storeu_ps((dst) + i_, _mm512_castsi512_ps(_mm512_slli_epi32( \
             _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)((src) + 2 * i_))), 16)))
-#define MT_DEQ_FP8(dst, src, n, s) \
-    for (int64_t i_ = 0; i_ < (n); i_ += 16) \
-        _mm512_storeu_ps((dst) + i_, _mm512_mul_ps(_mm512_set1_ps((s) * 256.0f), \
-            fp8x16_to_f32(_mm_loadu_si128((const __m128i *)(const void *)((src) + i_)))))
+#define mt_fp8(p) fp8x16_to_f32(_mm_loadu_si128((const __m128i *)(const void *)(p)))
 #define mt_mul(a, b) _mm512_mul_ps((a), (b))
 #define mt_q8(q) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(q))))
 #define MT_F16(h) _cvtsh_ss(h)

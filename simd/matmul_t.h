@@ -14,7 +14,8 @@
  *   mt_q8(q)           MT_LANES int8 values (const int8_t *q, unaligned) as floats
  *   MT_F16(h)          one fp16 value (uint16_t) as a float (optional: the
  *                      portable moe_f16_to_f32 otherwise)
- *   MT_DEQ_FP8(dst, src, n, s)  n (a multiple of MT_LANES) e4m3 bytes times s
+ *   mt_fp8(p)          MT_LANES e4m3 bytes (const unsigned char *p, unaligned) as
+ *                      floats times 2^-8, subnormals exact
  *
  * Algorithm (panel path): output columns in tiles of MT_TILE; per tile, 4
  * rows of W at a time are decoded to FP32 into a stack panel (aligned F32
@@ -22,11 +23,12 @@
  * x_j[r0] w_r0 + ... + x_j[r3] w_r3 in vectors (4 FMAs per load and store
  * of y).  Rows are added in ascending order, as in the reference; FP8's
  * block scale is applied to the decoded weight.  Columns past the last
- * whole vector of a tile are done in scalar code.  Two special paths with
- * the same sums in the same order: aligned F32 rows with MT_RB_H or more
- * activation columns keep MT_RB_H columns x MT_RB_W outputs in registers
- * (gemm_t_f32_rb); Q8_0 with one or two columns (decode) skips the panel:
- * per 32-block, y += (x_r d_r) q_r for 4 rows at a time.
+ * whole vector of a tile are done in scalar code.  Two special paths:
+ * aligned F32 rows with MT_RB_H or more activation columns keep MT_RB_H
+ * columns x MT_RB_W outputs in registers (gemm_t_f32_rb; the same sums in
+ * the same order); Q8_0 and FP8 with one or two columns (decode) skip the
+ * panel (gemm_t_direct_impl: y += (x_r s) w per scale granule, 4 rows at
+ * a time; the same order, the scale applied to x_r instead of w).
  */
 #ifndef MT_TILE
 #define MT_TILE 64
@@ -84,7 +86,8 @@ static inline void MT_NAME(decode)(float *dst, const struct moe_mat *w, int64_t 
             const int64_t c = c0 + i, len = 128 - c % 128 < n - i ? 128 - c % 128 : n - i;
             const float sc = srow[c / 128];
             const int64_t lv = len / MT_LANES * MT_LANES;
-            MT_DEQ_FP8(dst + i, row + c, lv, sc);
+            const mt_vec sv = mt_set1(sc * 256.0f);
+            for (int64_t k = 0; k < lv; k += MT_LANES) mt_store(dst + i + k, mt_mul(sv, mt_fp8(row + c + k)));
             for (int64_t k = lv; k < len; k++) dst[i + k] = fp8_lut[row[c + k]] * sc;
             i += len;
         }
@@ -121,65 +124,105 @@ static inline const float *MT_NAME(row)(float *dst, const struct moe_mat *w, int
     return dst;
 }
 
-/* Q8_0 with few columns (decode): no panel; per row and 32-block,
- * y += (x_r d) q straight from the int8 values. */
-static void MT_NAME(gemm_t_q8_direct)(const struct moe_mat *w, int64_t row0, int64_t row1, int64_t col0,
-                                      int64_t col1, const float *x, int64_t ldx, int n, float *y, int64_t ldy)
+/* ---- direct path: Q8_0 and FP8 with few columns (decode), no panel ----
+ * Per row and scale granule (a Q8_0 block of 32 columns, whose fp16 scale
+ * leads it; FP8: the 128 columns of one block scale), y += (x_r s) w
+ * straight from the 8-bit values, 4 rows at a time (4 FMAs per load and
+ * store of y).  Vector columns: Q8_0 whole blocks, FP8 whole vectors
+ * (MT_LANES divides 128, so no vector straddles two scales); the columns
+ * around them in scalar code, every row in order.  q8 is a constant after
+ * inlining. */
+
+/* The granule's scale for row r at column c (FP8: times 256, as mt_fp8
+ * gives value * 2^-8) and the address of W[r][c]'s 8-bit value. */
+static inline float MT_NAME(dscale)(const struct moe_mat *w, const unsigned char *row, int64_t r, int64_t c, int q8)
+{
+    if (q8) return MT_NAME(q8_d)(row + (size_t)(c / 32) * MOE_Q8_0_BYTES);
+    return w->scale[(r / MOE_FP8_BLOCK) * moe_fp8_scale_cols(w->cols) + c / MOE_FP8_BLOCK] * 256.0f;
+}
+
+static inline const unsigned char *MT_NAME(dval)(const unsigned char *row, int64_t c, int q8)
+{
+    return q8 ? row + (size_t)(c / 32) * MOE_Q8_0_BYTES + 2 + (size_t)(c % 32) : row + c;
+}
+
+#define MT_DVEC(p, q8) ((q8) ? mt_q8((const int8_t *)(p)) : mt_fp8(p))
+
+MOE_INLINE void MT_NAME(gemm_t_direct_impl)(const struct moe_mat *w, int64_t row0, int64_t row1, int64_t col0,
+                                            int64_t col1, const float *x, int64_t ldx, int n, float *y, int64_t ldy,
+                                            const int q8)
 {
     const size_t rb = moe_wtype_row_bytes(w->type, w->cols);
-    const int64_t b0 = (col0 + 31) / 32, b1 = col1 / 32;   /* whole blocks inside [col0, col1) */
+    const int64_t g = q8 ? 32 : MOE_FP8_BLOCK, a = q8 ? 32 : MT_LANES;
+    int64_t lo = (col0 + a - 1) / a * a, hi = col1 / a * a;   /* the vector columns */
+    if (hi < lo) hi = lo = col0;
     for (int j = 0; j < n; j++) memset(y + (size_t)j * ldy + col0, 0, sizeof(float) * (size_t)(col1 - col0));
     int64_t r = row0;
-    for (; r + 4 <= row1; r += 4) {   /* whole blocks, 4 rows at a time */
-        const unsigned char *r0 = (const unsigned char *)w->data + (size_t)r * rb;
+    for (; r + 4 <= row1; r += 4) {
+        const unsigned char *w0 = (const unsigned char *)w->data + (size_t)r * rb, *w1 = w0 + rb, *w2 = w1 + rb,
+                            *w3 = w2 + rb;
         for (int j = 0; j < n; j++) {
             const float *xj = x + (size_t)j * ldx + (r - row0);
             float *yj = y + (size_t)j * ldy;
-            for (int64_t b = b0; b < b1; b++) {
-                const unsigned char *k0 = r0 + (size_t)b * MOE_Q8_0_BYTES, *k1 = k0 + rb, *k2 = k1 + rb, *k3 = k2 + rb;
-                const mt_vec s0 = mt_set1(xj[0] * MT_NAME(q8_d)(k0)), s1 = mt_set1(xj[1] * MT_NAME(q8_d)(k1));
-                const mt_vec s2 = mt_set1(xj[2] * MT_NAME(q8_d)(k2)), s3 = mt_set1(xj[3] * MT_NAME(q8_d)(k3));
-                float *yb = yj + b * 32;
-                for (int i = 0; i < 32; i += MT_LANES) {
-                    mt_vec acc = mt_load(yb + i);
-                    acc = mt_fma(s0, mt_q8((const int8_t *)(k0 + 2) + i), acc);
-                    acc = mt_fma(s1, mt_q8((const int8_t *)(k1 + 2) + i), acc);
-                    acc = mt_fma(s2, mt_q8((const int8_t *)(k2 + 2) + i), acc);
-                    acc = mt_fma(s3, mt_q8((const int8_t *)(k3 + 2) + i), acc);
-                    mt_store(yb + i, acc);
+            for (int64_t c = lo; c < hi;) {
+                const int64_t e = (c / g + 1) * g < hi ? (c / g + 1) * g : hi;
+                const mt_vec s0 = mt_set1(xj[0] * MT_NAME(dscale)(w, w0, r, c, q8));
+                const mt_vec s1 = mt_set1(xj[1] * MT_NAME(dscale)(w, w1, r + 1, c, q8));
+                const mt_vec s2 = mt_set1(xj[2] * MT_NAME(dscale)(w, w2, r + 2, c, q8));
+                const mt_vec s3 = mt_set1(xj[3] * MT_NAME(dscale)(w, w3, r + 3, c, q8));
+                for (; c < e; c += MT_LANES) {
+                    mt_vec acc = mt_load(yj + c);
+                    acc = mt_fma(s0, MT_DVEC(MT_NAME(dval)(w0, c, q8), q8), acc);
+                    acc = mt_fma(s1, MT_DVEC(MT_NAME(dval)(w1, c, q8), q8), acc);
+                    acc = mt_fma(s2, MT_DVEC(MT_NAME(dval)(w2, c, q8), q8), acc);
+                    acc = mt_fma(s3, MT_DVEC(MT_NAME(dval)(w3, c, q8), q8), acc);
+                    mt_store(yj + c, acc);
                 }
             }
         }
     }
-    for (; r < row1; r++) {   /* whole blocks of the last rows */
+    for (; r < row1; r++) {   /* the vector columns of the last rows */
         const unsigned char *row = (const unsigned char *)w->data + (size_t)r * rb;
         for (int j = 0; j < n; j++) {
             const float xr = x[(size_t)j * ldx + (r - row0)];
             float *yj = y + (size_t)j * ldy;
-            for (int64_t b = b0; b < b1; b++) {
-                const unsigned char *blk = row + (size_t)b * MOE_Q8_0_BYTES;
-                const mt_vec s = mt_set1(xr * MT_NAME(q8_d)(blk));
-                for (int i = 0; i < 32; i += MT_LANES)
-                    mt_store(yj + b * 32 + i, mt_fma(s, mt_q8((const int8_t *)(blk + 2) + i), mt_load(yj + b * 32 + i)));
+            for (int64_t c = lo; c < hi;) {
+                const int64_t e = (c / g + 1) * g < hi ? (c / g + 1) * g : hi;
+                const mt_vec s = mt_set1(xr * MT_NAME(dscale)(w, row, r, c, q8));
+                for (; c < e; c += MT_LANES)
+                    mt_store(yj + c, mt_fma(s, MT_DVEC(MT_NAME(dval)(row, c, q8), q8), mt_load(yj + c)));
             }
         }
     }
-    /* columns of partial blocks, [col0, h1) and [t0, col1), every row in order */
-    const int64_t h1 = b0 * 32 < col1 ? b0 * 32 : col1, t0 = b1 * 32 > h1 ? b1 * 32 : h1;
-    if (h1 == col0 && t0 == col1) return;
-    for (int64_t rr = row0; rr < row1; rr++) {
+    if (lo == col0 && hi == col1) return;
+    for (int64_t rr = row0; rr < row1; rr++) {   /* [col0, lo) and [hi, col1) */
         const unsigned char *row = (const unsigned char *)w->data + (size_t)rr * rb;
         for (int j = 0; j < n; j++) {
             const float xr = x[(size_t)j * ldx + (rr - row0)];
             float *yj = y + (size_t)j * ldy;
             for (int64_t c = col0; c < col1; c++) {
-                if (c == h1) c = t0;
+                if (c == lo) c = hi;
                 if (c >= col1) break;
-                const unsigned char *blk = row + (size_t)(c / 32) * MOE_Q8_0_BYTES;
-                yj[c] += xr * (MT_NAME(q8_d)(blk) * (float)((const int8_t *)(blk + 2))[c % 32]);
+                const unsigned char *v = MT_NAME(dval)(row, c, q8);
+                const float wv = q8 ? MT_NAME(dscale)(w, row, rr, c, 1) * (float)*(const int8_t *)v
+                                    : w->scale[(rr / MOE_FP8_BLOCK) * moe_fp8_scale_cols(w->cols) + c / MOE_FP8_BLOCK] *
+                                          moe_fp8_to_f32(*v);
+                yj[c] += xr * wv;
             }
         }
     }
+}
+
+static void MT_NAME(gemm_t_q8_direct)(const struct moe_mat *w, int64_t row0, int64_t row1, int64_t col0,
+                                      int64_t col1, const float *x, int64_t ldx, int n, float *y, int64_t ldy)
+{
+    MT_NAME(gemm_t_direct_impl)(w, row0, row1, col0, col1, x, ldx, n, y, ldy, 1);
+}
+
+static void MT_NAME(gemm_t_fp8_direct)(const struct moe_mat *w, int64_t row0, int64_t row1, int64_t col0,
+                                       int64_t col1, const float *x, int64_t ldx, int n, float *y, int64_t ldy)
+{
+    MT_NAME(gemm_t_direct_impl)(w, row0, row1, col0, col1, x, ldx, n, y, ldy, 0);
 }
 
 /* Aligned F32 rows with MT_RB_H or more columns of x (the attention
@@ -232,6 +275,10 @@ static void MT_NAME(gemm_t)(const struct moe_mat *w, int64_t row0, int64_t row1,
 {
     if (w->type == MOE_W_Q8_0 && n <= 2) {
         MT_NAME(gemm_t_q8_direct)(w, row0, row1, col0, col1, x, ldx, n, y, ldy);
+        return;
+    }
+    if (w->type == MOE_W_FP8 && n <= 2) {
+        MT_NAME(gemm_t_fp8_direct)(w, row0, row1, col0, col1, x, ldx, n, y, ldy);
         return;
     }
     if (w->type == MOE_W_F32 && n >= MT_RB_H && (uintptr_t)w->data % _Alignof(float) == 0 &&

@@ -772,8 +772,7 @@ static inline float32x4_t mt_fp8x4(const unsigned char *p)   /* value * 2^-8 (se
     const int16x8_t h = vbicq_s16(vshll_n_s8(vld1_s8(t), 7), vdupq_n_s16(0x4000));
     return vcvt_f32_f16(vget_low_f16(vreinterpretq_f16_s16(h)));
 }
-#define MT_DEQ_FP8(dst, src, n, s) \
-    for (int64_t i_ = 0; i_ < (n); i_ += 4) vst1q_f32((dst) + i_, vmulq_n_f32(mt_fp8x4((src) + i_), (s) * 256.0f))
+#define mt_fp8(p) mt_fp8x4(p)
 #define mt_mul(a, b) vmulq_f32((a), (b))
 #define mt_q8(q) vcvtq_f32_s32(mt_ld_s8x4(q))
 #define MT_F16(h) vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0)
