@@ -6,8 +6,8 @@
 #
 #   scripts/bench-pager.sh MODEL.gguf [N_TOKENS=32] [BUDGET=16G] [ROUNDS=1]
 #   CONFIGS="direct pread mmap off llama" (default): pager modes, off = plain
-#   mmap, llama = llama.cpp; MODE+laN adds --lookahead N, MODE+ioN --io-threads N
-#   (suffixes combine: direct+la8+io16).  STREAMS=16: parallel streams of the disk probe.
+#   mmap, llama = llama.cpp; MODE+laN adds --lookahead N, MODE+ioN --io-threads N,
+#   MODE+nopf --slot-prefault off (suffixes combine: direct+la0+nopf).  STREAMS=16: parallel streams of the disk probe.
 #
 # Every run starts with the model's page cache dropped (dd iflag=nocache,
 # no root needed) and is wrapped in flock /work/bench.lock (or $BENCH_LOCK).
@@ -58,7 +58,8 @@ run() { # config -> one line: config tps bytes_per_token missed_per_token
     local opts=(--pager "${cfg%%+*}") suf    # MODE[+laN][+ioN]
     for suf in $(echo "${cfg#*+}" | tr + ' '); do
       [ "$suf" = "$cfg" ] && break
-      case "$suf" in la*) opts+=(--lookahead "${suf#la}") ;; io*) opts+=(--io-threads "${suf#io}") ;; esac
+      case "$suf" in la*) opts+=(--lookahead "${suf#la}") ;; io*) opts+=(--io-threads "${suf#io}") ;;
+                     nopf) opts+=(--slot-prefault off) ;; esac
     done
     [ "$cfg" = off ] || opts+=(--mem-budget "$budget" --pager-stats)
     flock "$lock" /usr/bin/time -f "INBLOCK %I WALL %e" "$bin" bench -m "$model" -p 0 -n "$n" -r 1 -t "$threads" --json \

@@ -65,7 +65,8 @@ int moe_cli_pager_parse(const char *cmd, struct moe_cli_pager *o, const char *ar
         return 1;
     }
     const bool ours = !strcmp(arg, "--mem-budget") || !strcmp(arg, "--pager") || !strcmp(arg, "--pager-policy") ||
-                      !strcmp(arg, "--lookahead") || !strcmp(arg, "--io-threads") || !strcmp(arg, "--trace-routing");
+                      !strcmp(arg, "--lookahead") || !strcmp(arg, "--io-threads") || !strcmp(arg, "--trace-routing") ||
+                      !strcmp(arg, "--slot-prefault");
     if (!ours) return 0;
     if (!val) {
         fprintf(stderr, "moecpu %s: %s needs a value (try 'moecpu %s --help')\n", cmd, arg, cmd);
@@ -97,6 +98,12 @@ int moe_cli_pager_parse(const char *cmd, struct moe_cli_pager *o, const char *ar
         if (parse_count(cmd, arg, val, 0, 4096, &o->lookahead)) return -1;
     } else if (!strcmp(arg, "--io-threads")) {
         if (parse_count(cmd, arg, val, 1, 64, &o->io_threads)) return -1;
+    } else if (!strcmp(arg, "--slot-prefault")) {
+        if (strcmp(val, "on") && strcmp(val, "off")) {
+            fprintf(stderr, "moecpu %s: --slot-prefault '%s' unknown (on, off)\n", cmd, val);
+            return -1;
+        }
+        o->slot_prefault = strcmp(val, "on") ? -1 : 1;
     } else {
         o->trace = val;
     }
@@ -110,6 +117,7 @@ void moe_cli_pager_apply(const struct moe_cli_pager *o, struct moe_model_params 
     mp->pager_policy = o->policy;
     mp->lookahead = o->lookahead;
     mp->io_threads = o->io_threads;
+    mp->slot_prefault = o->slot_prefault;
     mp->trace_routing = o->trace;
 }
 
@@ -125,6 +133,8 @@ void moe_cli_pager_help(FILE *f)
             "  --lookahead N     prefetch up to N experts of the next layer (its router on this\n"
             "                    layer's input); 0 = off (default 8)\n"
             "  --io-threads N    parallel reads (default 16)\n"
+            "  --slot-prefault on|off  pread/direct: fault the slot pool in ahead of use from an\n"
+            "                    idle-priority thread (default on)\n"
             "  --pager-stats     per-batch and total hits, misses, bytes read, stall time on stderr\n"
             "  --trace-routing FILE  write 'token layer expert...' lines (for bench/pager-replay.sh)\n");
 }

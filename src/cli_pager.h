@@ -14,7 +14,7 @@
 struct moe_cli_pager {
     int mode;                  /* enum moe_pager_mode (0: auto) */
     size_t budget;             /* --mem-budget bytes, 0: none */
-    int policy, lookahead, io_threads;
+    int policy, lookahead, io_threads, slot_prefault;
     const char *trace;         /* --trace-routing FILE */
     int stats;                 /* --pager-stats */
 };

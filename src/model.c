@@ -389,7 +389,7 @@ static int model_pager_open(struct moe_model *m, const struct moe_model_params *
     if (mode == MOE_PAGER_OFF && !p->trace_routing) return MOE_OK;
     if (budget == 0) budget = SIZE_MAX;
     return moe_pager_create(&m->pager, m, mode, budget, p->pager_policy, p->lookahead, p->io_threads,
-                            p->trace_routing, err, errlen);
+                            p->slot_prefault >= 0, p->trace_routing, err, errlen);
 }
 
 void moe_model_pager_stats(const struct moe_model *m, struct moe_pager_stats *s)

@@ -67,6 +67,8 @@ struct moe_model_params {
     int pager_policy;          /* enum moe_pager_policy */
     int lookahead;             /* experts per MoE layer prefetched with the next layer's router; 0: off */
     int io_threads;            /* pager I/O threads; <= 0: 16 */
+    int slot_prefault;         /* pread/direct: fault the slot pool in ahead of use from an idle-priority
+                                * thread (hides the kernel's zeroing of new memory); 0 or > 0: on, < 0: off */
     const char *trace_routing; /* write "token layer e1 e2 ..." lines here (NULL: no trace) */
 };
 

@@ -20,7 +20,9 @@
  * MADV_WILLNEED + MADV_POPULATE_READ from the I/O threads; eviction is
  * MADV_DONTNEED + POSIX_FADV_DONTNEED, so the pages leave RAM); PREAD and
  * DIRECT read into a fixed pool of slots (anonymous memory) that the
- * forward pass computes on.  The budget bounds the bytes held: an expert
+ * forward pass computes on; with `prefault` an idle-priority thread
+ * allocates and faults slots in ahead of use, so the kernel's zeroing of
+ * new pages is off the I/O path.  The budget bounds the bytes held: an expert
  * that has no room waits until a release frees some, so a prefill batch
  * that needs more experts than fit is computed in waves.
  *
@@ -51,7 +53,7 @@ struct moe_pager;
  * pages are dropped from the page cache (so residency starts at 0 and is
  * what the pager holds) and every other weight is made resident. */
 int moe_pager_create(struct moe_pager **out, struct moe_model *m, int mode, size_t budget, int policy,
-                     int lookahead, int io_threads, const char *trace_path, char *err, size_t errlen);
+                     int lookahead, int io_threads, int prefault, const char *trace_path, char *err, size_t errlen);
 void moe_pager_free(struct moe_pager *p);
 
 int moe_pager_lookahead(const struct moe_pager *p); /* experts per layer, 0: off */

@@ -65,6 +65,7 @@ rm -rf "$tk"
 check "bad --mem-budget"   2 "--mem-budget 'lots' is not a size" -- eval -m x.gguf --token-ids 1 --logits-out y --mem-budget lots
 check "bad --pager"        2 "--pager 'swap' unknown"   -- run -m x.gguf --token-ids 1 --print-ids --pager swap
 check "bad --pager-policy" 2 "--pager-policy 'mru' unknown" -- bench -m x.gguf --pager-policy mru
+check "bad --slot-prefault" 2 "--slot-prefault 'maybe' unknown" -- run -m x.gguf --slot-prefault maybe
 check "pager help"         0 "--mem-budget SIZE"        -- eval --help
 check "replay no trace"    2 "--trace FILE is required" -- bench pager-replay
 # A table that is built but not runnable must be an error, not SIGILL.

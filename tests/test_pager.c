@@ -133,7 +133,7 @@ struct run {
 
 static int64_t g_V;
 
-static void do_run(const char *path, int mode, size_t budget, int policy, int lookahead, const char *trace,
+static void do_run(const char *path, int mode, size_t budget, int policy, int lookahead, int nopf, const char *trace,
                    const struct expert_pages *ep, struct run *out)
 {
     struct moe_model_params mp;
@@ -143,6 +143,7 @@ static void do_run(const char *path, int mode, size_t budget, int policy, int lo
     mp.mem_budget = budget;
     mp.pager_policy = policy;
     mp.lookahead = lookahead;
+    mp.slot_prefault = nopf ? -1 : 0;
     mp.trace_routing = trace;
     struct moe_model *m;
     int rc = moe_model_open(&m, path, &mp, err, sizeof err);
@@ -215,6 +216,7 @@ struct cfg {
     int mode;
     size_t budget;             /* 0: unbounded */
     int policy, lookahead;
+    int nopf;                  /* slots faulted in on the I/O path (no prefault thread) */
 };
 
 static void check_model(const char *name, const struct cfg *cfgs, size_t n_cfgs, size_t budget_check)
@@ -225,12 +227,12 @@ static void check_model(const char *name, const struct cfg *cfgs, size_t n_cfgs,
     struct expert_pages ep;
     open_pages(path, &ep);
     struct run ref;
-    do_run(path, MOE_PAGER_OFF, 0, 0, 0, NULL, NULL, &ref);
+    do_run(path, MOE_PAGER_OFF, 0, 0, 0, 0, NULL, NULL, &ref);
     const size_t bytes = sizeof(float) * (size_t)((N_PREFILL + N_DECODE) * g_V);
     for (size_t i = 0; i < n_cfgs; i++) {
         const struct cfg *k = &cfgs[i];
         struct run r;
-        do_run(path, k->mode, k->budget, k->policy, k->lookahead, NULL, &ep, &r);
+        do_run(path, k->mode, k->budget, k->policy, k->lookahead, k->nopf, NULL, &ep, &r);
         print_message("%s mode %d budget %zu policy %d lookahead %d: hits %llu misses %llu prefetches %llu "
                       "evictions %llu read %llu (rchar +%lld) max resident %zu\n",
                       name, k->mode, k->budget, k->policy, k->lookahead, (unsigned long long)r.st.hits,
@@ -268,11 +270,12 @@ static void test_gguf_modes(void **state)
     (void)state;
     const size_t B = (size_t)4 << 20; /* the routed experts are 20.4 MiB */
     const struct cfg all[] = {
-        {MOE_PAGER_MMAP, B, MOE_POLICY_FREQ, 0},   {MOE_PAGER_MMAP, B, MOE_POLICY_LRU, 0},
-        {MOE_PAGER_PREAD, B, MOE_POLICY_FREQ, 0},  {MOE_PAGER_PREAD, B, MOE_POLICY_LRU, 0},
-        {MOE_PAGER_DIRECT, B, MOE_POLICY_FREQ, 0}, {MOE_PAGER_DIRECT, B, MOE_POLICY_LRU, 0},
-        {MOE_PAGER_DIRECT, B, MOE_POLICY_FREQ, 2}, {MOE_PAGER_MMAP, B, MOE_POLICY_FREQ, 2},
-        {MOE_PAGER_MMAP, 0, MOE_POLICY_FREQ, 0},   {MOE_PAGER_DIRECT, 0, MOE_POLICY_FREQ, 0},
+        {MOE_PAGER_MMAP, B, MOE_POLICY_FREQ, 0, 0},   {MOE_PAGER_MMAP, B, MOE_POLICY_LRU, 0, 0},
+        {MOE_PAGER_PREAD, B, MOE_POLICY_FREQ, 0, 0},  {MOE_PAGER_PREAD, B, MOE_POLICY_LRU, 0, 0},
+        {MOE_PAGER_DIRECT, B, MOE_POLICY_FREQ, 0, 0}, {MOE_PAGER_DIRECT, B, MOE_POLICY_LRU, 0, 0},
+        {MOE_PAGER_DIRECT, B, MOE_POLICY_FREQ, 2, 0}, {MOE_PAGER_MMAP, B, MOE_POLICY_FREQ, 2, 0},
+        {MOE_PAGER_MMAP, 0, MOE_POLICY_FREQ, 0, 0},   {MOE_PAGER_DIRECT, 0, MOE_POLICY_FREQ, 0, 0},
+        {MOE_PAGER_DIRECT, B, MOE_POLICY_FREQ, 0, 1}, {MOE_PAGER_PREAD, 0, MOE_POLICY_LRU, 0, 1},
     };
     check_model("q8.gguf", all, g_quick ? 4 : sizeof all / sizeof all[0], 1);
 }
@@ -283,9 +286,9 @@ static void test_hf_fp8_sharded(void **state)
     /* 3 MoE layers x 16 experts of 3 x (64 x 128 e4m3 + scales) */
     const size_t B = 160 << 10;
     const struct cfg all[] = {
-        {MOE_PAGER_MMAP, B, MOE_POLICY_FREQ, 0},
-        {MOE_PAGER_PREAD, B, MOE_POLICY_LRU, 0},
-        {MOE_PAGER_DIRECT, B, MOE_POLICY_FREQ, 1},
+        {MOE_PAGER_MMAP, B, MOE_POLICY_FREQ, 0, 0},
+        {MOE_PAGER_PREAD, B, MOE_POLICY_LRU, 0, 0},
+        {MOE_PAGER_DIRECT, B, MOE_POLICY_FREQ, 1, 0},
     };
     /* tiny experts share most of their pages with neighbours: no mincore bound here */
     check_model("fp8", all, sizeof all / sizeof all[0], 0);
@@ -297,7 +300,7 @@ static void test_trace(void **state)
     NEED_GEN();
     struct run r;
     const char *tp = P("trace.txt");
-    do_run(P("q8.gguf"), MOE_PAGER_OFF, 0, 0, 0, tp, NULL, &r);
+    do_run(P("q8.gguf"), MOE_PAGER_OFF, 0, 0, 0, 0, tp, NULL, &r);
     free(r.logits);
     FILE *f = fopen(tp, "r");
     assert_non_null(f);
