@@ -15,18 +15,6 @@ const char *moe_wtype_name(enum moe_wtype t)
     return (unsigned)t < MOE_W_COUNT ? names[t] : "?";
 }
 
-size_t moe_wtype_row_bytes(enum moe_wtype t, int64_t cols)
-{
-    switch (t) {
-    case MOE_W_F32: return (size_t)cols * 4;
-    case MOE_W_F16:
-    case MOE_W_BF16: return (size_t)cols * 2;
-    case MOE_W_FP8: return (size_t)cols;
-    case MOE_W_Q8_0: return (size_t)(cols / 32) * MOE_Q8_0_BYTES;
-    default: return 0;
-    }
-}
-
 static inline const unsigned char *row_ptr(const struct moe_mat *w, int64_t r)
 {
     return (const unsigned char *)w->data + (size_t)r * moe_wtype_row_bytes(w->type, w->cols);

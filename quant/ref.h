@@ -22,7 +22,17 @@ enum moe_wtype {
 
 const char *moe_wtype_name(enum moe_wtype t); /* "f32", "f16", "bf16", "fp8", "q8_0" */
 /* Bytes of one row of `cols` weights of type t (FP8 scales not included). */
-size_t moe_wtype_row_bytes(enum moe_wtype t, int64_t cols);
+static inline size_t moe_wtype_row_bytes(enum moe_wtype t, int64_t cols)   /* inline: on the kernels' row paths */
+{
+    switch (t) {
+    case MOE_W_F32: return (size_t)cols * 4;
+    case MOE_W_F16:
+    case MOE_W_BF16: return (size_t)cols * 2;
+    case MOE_W_FP8: return (size_t)cols;
+    case MOE_W_Q8_0: return (size_t)(cols / 32) * MOE_Q8_0_BYTES;
+    default: return 0;
+    }
+}
 
 struct moe_mat {
     enum moe_wtype type;
