@@ -203,11 +203,9 @@ MOE_INLINE void MT_NAME(gemm_t_direct_impl)(const struct moe_mat *w, int64_t row
             for (int64_t c = col0; c < col1; c++) {
                 if (c == lo) c = hi;
                 if (c >= col1) break;
-                const unsigned char *v = MT_NAME(dval)(row, c, q8);
-                const float wv = q8 ? MT_NAME(dscale)(w, row, rr, c, 1) * (float)*(const int8_t *)v
-                                    : w->scale[(rr / MOE_FP8_BLOCK) * moe_fp8_scale_cols(w->cols) + c / MOE_FP8_BLOCK] *
-                                          moe_fp8_to_f32(*v);
-                yj[c] += xr * wv;
+                const unsigned char *v = MT_NAME(dval)(row, c, q8);   /* FP8: * 2^-8 as mt_fp8, exact */
+                const float wv = q8 ? (float)*(const int8_t *)v : moe_fp8_to_f32(*v) * 0x1p-8f;
+                yj[c] += xr * (MT_NAME(dscale)(w, row, rr, c, q8) * wv);
             }
         }
     }
