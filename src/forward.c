@@ -830,8 +830,10 @@ static void dense_mlp(struct moe_context *c, const struct moe_layer *L, int T)
  * added for selection only; groups ranked by the sum of their top-2
  * biased scores (noaux_tc) or their max (group_limited_greedy); the best
  * topk_group groups kept; top-k experts among them; weights = the
- * unbiased scores of the chosen, normalized when norm_topk_prob (and
- * top-k > 1), times routed_scaling_factor.  Ties go to the lower index. */
+ * unbiased scores of the chosen, normalized when norm_topk_prob (also for
+ * top-1, as the official Gate and llama.cpp do: the weight is then 1;
+ * DeepSeek's older HF modeling code skipped top-1), times
+ * routed_scaling_factor.  Ties go to the lower index. */
 static void route(const struct moe_kernels *k, const struct moe_config *cf, const float *bias, const float *logits,
                   float *scratch, int *sel, float *w)
 {
@@ -888,7 +890,7 @@ static void route(const struct moe_kernels *k, const struct moe_config *cf, cons
         w[r] = s[best];
         sum += w[r];
     }
-    const float norm = cf->norm_topk_prob && K > 1 ? 1.0f / sum : 1.0f;
+    const float norm = cf->norm_topk_prob ? 1.0f / sum : 1.0f;
     for (int r = 0; r < K; r++) w[r] = w[r] * norm * cf->routed_scaling_factor;
 }
 

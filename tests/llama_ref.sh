@@ -65,6 +65,7 @@ mk --style v3 --format gguf-f32 --seed 10 --round fp8 --out "$tmp/v3-fp8ref.gguf
 mk --style v2lite --format hf-bf16 --seed 11 --out "$tmp/v2-bf16"
 mk --style v2lite --format gguf-f32 --seed 11 --round bf16 --out "$tmp/v2-bf16ref.gguf"
 mk --style v3 --format gguf-q8_0 --seed 7 --out "$tmp/v3q8.gguf"
+mk --style v3 --format gguf-f32 --seed 12 --topk 1 --out "$tmp/v3k1.gguf"
 
 compare "v3 gguf-f32" "$tmp/v3.gguf" "$tmp/v3.gguf" --max-abs 1e-3 --min-top1 1
 greedy  "v3 gguf-f32" "$tmp/v3.gguf" "$tmp/v3.gguf"
@@ -78,6 +79,10 @@ compare "v3 hf-fp8" "$tmp/v3-fp8" "$tmp/v3-fp8ref.gguf" --max-abs 1e-3 --min-top
 greedy  "v3 hf-fp8" "$tmp/v3-fp8" "$tmp/v3-fp8ref.gguf"
 compare "v2lite hf-bf16" "$tmp/v2-bf16" "$tmp/v2-bf16ref.gguf" --max-abs 1e-3 --min-top1 1
 greedy  "v2lite hf-bf16" "$tmp/v2-bf16" "$tmp/v2-bf16ref.gguf"
+# top-1 routing with norm_topk_prob: the one weight is normalized to 1
+# (times routed_scaling_factor), as in the official Gate and llama.cpp
+# (DeepSeek's older HF modeling code skipped top-1: logits 3.1 apart)
+compare "v3 gguf-f32 top-1 routing" "$tmp/v3k1.gguf" "$tmp/v3k1.gguf" --max-abs 1e-3 --min-top1 1
 compare "v3 gguf-q8_0 (loose)" "$tmp/v3q8.gguf" "$tmp/v3q8.gguf" --max-kl 0.25 --min-top1 0.5
 # mean KL: compare.mjs prints it; check it separately
 o=$tmp/v3_gguf_q8_0__loose_.ours
