@@ -108,7 +108,7 @@ test-clang:
 # thread-pool and forward-pass tests run natively only: qemu-user 7.2 can
 # hang in multi-threaded programs, and the forward pass is compared across
 # every table natively.
-QEMU_TESTS := test_formats test_kernels test_loaders test_tokenizer
+QEMU_TESTS := test_formats test_kernels test_loaders test_tokenizer test_route
 test-arm64:
 	$(MAKE) --no-print-directory BUILD=build-arm64 CC=aarch64-linux-gnu-gcc WERROR=1 \
 	    $(QEMU_TESTS:%=build-arm64/tests/%) build-arm64/moecpu

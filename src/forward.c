@@ -834,8 +834,8 @@ static void dense_mlp(struct moe_context *c, const struct moe_layer *L, int T)
  * top-1, as the official Gate and llama.cpp do: the weight is then 1;
  * DeepSeek's older HF modeling code skipped top-1), times
  * routed_scaling_factor.  Ties go to the lower index. */
-static void route(const struct moe_kernels *k, const struct moe_config *cf, const float *bias, const float *logits,
-                  float *scratch, int *sel, float *w)
+void moe_route(const struct moe_kernels *k, const struct moe_config *cf, const float *bias, const float *logits,
+               float *scratch, int *sel, float *w)
 {
     const int E = cf->n_routed_experts, K = cf->n_experts_per_tok;
     float *s = scratch, *b = scratch + E;
@@ -906,7 +906,7 @@ static void moe_lookahead(struct moe_context *c, int l, const struct moe_acts *a
     const int E = cf->n_routed_experts, K = cf->n_experts_per_tok;
     matmul(c, &N->router, a, c->rl);
     for (int t = 0; t < T; t++)
-        route(m->k, cf, N->router_bias, c->rl + (size_t)t * E, c->rs, c->la_sel + t * K, c->la_w + t * K);
+        moe_route(m->k, cf, N->router_bias, c->rl + (size_t)t * E, c->rs, c->la_sel + t * K, c->la_w + t * K);
     /* distinct experts, most-voted first */
     memset(c->cnt, 0, sizeof(int) * (size_t)(E + 1));
     for (int i = 0; i < T * K; i++) c->cnt[c->la_sel[i]]++;
@@ -937,7 +937,7 @@ static void moe_ffn(struct moe_context *c, const struct moe_layer *L, int l, int
     acts_make(k, &a, c->h, T, D, D, &c->qin, q8_in);
     matmul(c, &L->router, &a, c->rl);
     for (int t = 0; t < T; t++)
-        route(k, cf, L->router_bias, c->rl + (size_t)t * E, c->rs, c->sel + t * K, c->selw + t * K);
+        moe_route(k, cf, L->router_bias, c->rl + (size_t)t * E, c->rs, c->sel + t * K, c->selw + t * K);
 
     /* group the batch's (token, expert) pairs by expert, tokens ascending */
     memset(c->cnt, 0, sizeof(int) * (size_t)(E + 1));

@@ -78,4 +78,11 @@ struct moe_model {
  * tables.  On failure the partially bound model is freed by moe_model_free. */
 int moe_model_bind(struct moe_model *m, char *err, size_t errlen);
 
+/* DeepSeekMoE routing of one token (src/forward.c; contract there):
+ * logits[n_routed_experts] in, bias NULL or [n_routed_experts] (selection
+ * only), scratch[2 * n_routed_experts]; the chosen experts in sel[top-k]
+ * (best first) and their weights in w[top-k]. */
+void moe_route(const struct moe_kernels *k, const struct moe_config *cf, const float *bias, const float *logits,
+               float *scratch, int *sel, float *w);
+
 #endif
