@@ -14,7 +14,7 @@
 /* Look-ahead 8 by default: in paired runs on the 36 GB benchmark model it
  * was faster in 3 of 4 (up to 1.9x), the I/O stall fell from 77-81 to
  * 30-44 ms/token (README, "Expert pager"). */
-#define CLI_LOOKAHEAD 8
+#define CLI_LOOKAHEAD 5
 
 void moe_cli_pager_init(struct moe_cli_pager *o)
 {
@@ -130,8 +130,9 @@ void moe_cli_pager_help(FILE *f)
             "                    mmap), mmap (madvise on the mapping), pread (read into slots),\n"
             "                    direct (pread with O_DIRECT; the default when on)\n"
             "  --pager-policy P  eviction: freq (decayed use frequency, default) or lru\n"
-            "  --lookahead N     prefetch up to N experts of the next layer (its router on this\n"
-            "                    layer's input); 0 = off (default 8)\n"
+            "  --lookahead N     prefetch the next MoE layer's experts among each token's N\n"
+            "                    best-ranked predicted choices (its router on this layer's\n"
+            "                    output); 0 = off (default 5)\n"
             "  --io-threads N    parallel reads (default 16)\n"
             "  --slot-prefault on|off  pread/direct: fault the slot pool in ahead of use from an\n"
             "                    idle-priority thread (default on)\n"

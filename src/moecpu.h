@@ -65,7 +65,9 @@ struct moe_model_params {
     int pager_mode;            /* enum moe_pager_mode */
     size_t mem_budget;         /* bytes of routed experts kept resident; 0: none (AUTO: automatic) */
     int pager_policy;          /* enum moe_pager_policy */
-    int lookahead;             /* experts per MoE layer prefetched with the next layer's router; 0: off */
+    int lookahead;             /* look-ahead: the next MoE layer's router on the residual stream
+                                  before it; each token's `lookahead` best-ranked experts are
+                                  prefetched (at most that many reads per layer); 0: off */
     int io_threads;            /* pager I/O threads; <= 0: 16 */
     int slot_prefault;         /* pread/direct: fault the slot pool in ahead of use from an idle-priority
                                 * thread (hides the kernel's zeroing of new memory); 0 or > 0: on, < 0: off */

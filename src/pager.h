@@ -62,9 +62,9 @@ int moe_pager_lookahead(const struct moe_pager *p); /* experts per layer, 0: off
 void moe_pager_trace(struct moe_pager *p, int layer, const int *sel, int T, int K);
 /* experts[n]: distinct experts of `layer` the batch needs. */
 void moe_pager_request(struct moe_pager *p, int layer, const int *experts, int n);
-/* Look-ahead: experts[n] of `layer` likely needed next; read at low
- * priority, at most lookahead of them, only where the budget has room
- * without evicting anything used in the last token. */
+/* Look-ahead: experts[n] of `layer` likely needed next, likeliest first;
+ * read at low priority, at most lookahead of them, only where the budget
+ * has room without evicting anything used in the last token. */
 void moe_pager_prefetch(struct moe_pager *p, int layer, const int *experts, int n);
 /* Among experts[n] with taken[i] == 0: the ones ready now (taken set,
  * written to out); waits until at least one is, unless all are taken.

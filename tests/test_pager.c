@@ -244,6 +244,8 @@ static void check_model(const char *name, const struct cfg *cfgs, size_t n_cfgs,
                      k->policy, k->budget);
         assert_int_equal(r.st.bytes_read, (r.st.misses + r.st.prefetches) * eb);
         assert_true(r.st.misses > 0);
+        if (k->lookahead) /* look-ahead reads, and some of them are used */
+            assert_true(r.st.prefetches > 0 && r.st.prefetch_hits > 0);
         if (k->mode == MOE_PAGER_PREAD) /* 16: the /proc/self/io text may grow by a digit between probes */
             assert_true(llabs(r.rchar_delta - (long long)r.st.bytes_read) <= 16);
         if (k->mode == MOE_PAGER_DIRECT) {
