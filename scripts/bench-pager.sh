@@ -10,7 +10,8 @@
 #   MODE+nopf --slot-prefault off (suffixes combine: direct+la0+nopf).  STREAMS=16: parallel streams of the disk probe.
 #
 # Every run starts with the model's page cache dropped (dd iflag=nocache,
-# no root needed) and is wrapped in flock /work/bench.lock (or $BENCH_LOCK).
+# no root needed) and WARM_GIB GiB of memory touched (see warm_mem), and is
+# wrapped in flock /work/bench.lock (or $BENCH_LOCK).
 # Per run it prints tokens/s of N single-token decode steps from position 0
 # (pseudo-random ids, the same for every engine) and the bytes the process
 # read from storage per token (getrusage inblock x 512, via /usr/bin/time:
@@ -33,6 +34,20 @@ configs=${CONFIGS:-"direct pread mmap off llama"}
 
 drop() { dd if="$model" iflag=nocache count=0 status=none; }
 
+# This VM hands memory the guest frees back to its host within seconds, and
+# the next first touch of it runs at 0.3-0.4 GB/s (measured: 8 GiB touched
+# after 15 s idle took 21 s, touched again right after 4 s; a bare-metal
+# machine zeroes at several GB/s).  Every engine needs fresh memory (the
+# pager's slots, llama.cpp's page cache), so before every run, whatever
+# the engine, a separate process touches WARM_GIB GiB and exits: each run
+# starts from the same state, the one a machine without this behaviour is
+# always in.  WARM_GIB=0 skips it (cold memory, as before 2026-12-02).
+warm_gib=${WARM_GIB:-17}
+warm_mem() {
+  [ "$warm_gib" -gt 0 ] || return 0
+  node -e 'const a = []; for (let i = 0; i < +process.argv[1]; i++) a.push(Buffer.alloc(1 << 30, 1));' "$warm_gib"
+}
+
 streams=${STREAMS:-16}
 disk_bw() { # GB/s of O_DIRECT reads: $streams parallel streams of 4 MiB blocks, 4 GiB in all (16 streams read
             # faster than 8 here: the probe is what this disk can do with deep queues, as the pager's I/O threads)
@@ -49,6 +64,7 @@ run() { # config -> one line: config tps bytes_per_token missed_per_token
   local cfg=$1 out tps inb miss wall
   local tmp; tmp=$(mktemp)
   drop
+  warm_mem
   if [ "$cfg" = llama ]; then
     flock "$lock" /usr/bin/time -f "INBLOCK %I WALL %e" node bench/llama-decode.mjs "$model" -n "$n" --threads "$threads" \
       > "$tmp.out" 2> "$tmp"
