@@ -894,8 +894,6 @@ void moe_route(const struct moe_kernels *k, const struct moe_config *cf, const f
     for (int r = 0; r < K; r++) w[r] = w[r] * norm * cf->routed_scaling_factor;
 }
 
-/* Look-ahead (pager option): route the next layer on this layer's FFN
- * input and ask the pager to start reading the experts it picks. */
 /* Look-ahead for MoE layer l (pager): its router applied to the residual
  * stream as layer l - 1 leaves it (normalized with layer l's ffn_norm; only
  * layer l's attention is missing), and the experts that are each token's
