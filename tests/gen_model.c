@@ -1682,6 +1682,9 @@ int main(int argc, char **argv)
         die("--stream-experts is for gguf-q8_0 without --zero-expert or --mtp");
     if (stream_x && (d->hidden % 32 || d->moe_inter % 32)) die("--stream-experts needs --hidden and --moe-inter divisible by 32");
     if (o_ngroup >= 0 && o_topkg < 0 && d->topk_group > d->n_group) d->topk_group = d->n_group;
+    /* softmax routing over groups is DeepSeek-V2's group_limited_greedy
+     * (groups ranked by their max score), what GGUF readers infer too */
+    if (!d->sigmoid && d->n_group > 1) d->topk_method = "group_limited_greedy";
 
     /* Consistency (moecpu's config validation repeats most of it). */
     if (d->rope % 2) die("--rope must be even");

@@ -441,6 +441,16 @@ static void test_formats_agree(void **state)
     assert_int_equal(gen("v2-hf", "--style v2lite --format hf-bf16 --seed 6"), 0);
     assert_int_equal(gen("v2-bf16r.gguf", "--style v2lite --format gguf-f32 --round bf16 --seed 6"), 0);
     same_logits("v2-hf", "v2-bf16r.gguf", 1e-5);
+    /* DeepSeek-V2 (full) style: softmax routing limited to 2 of 4 groups
+     * (group_limited_greedy in config.json; inferred from softmax + groups
+     * in GGUF), q LoRA; with plain greedy on one side they differ by ~0.9 */
+    const char *v2g = "--style v2lite --seed 13 --layers 4 --n-group 4 --topk-group 2 --experts 16 --topk 3 --q-lora 32";
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "%s --format hf-bf16", v2g);
+    assert_int_equal(gen("v2g-hf", cmd), 0);
+    snprintf(cmd, sizeof cmd, "%s --format gguf-f32 --round bf16", v2g);
+    assert_int_equal(gen("v2g-bf16r.gguf", cmd), 0);
+    same_logits("v2g-hf", "v2g-bf16r.gguf", 1e-5);
     struct moe_model *m = open_model(P("v3-fp8"), NULL, 1);
     struct moe_model_info info;
     moe_model_get_info(m, &info);
