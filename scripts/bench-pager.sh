@@ -42,10 +42,16 @@ drop() { dd if="$model" iflag=nocache count=0 status=none; }
 # the engine, a separate process touches WARM_GIB GiB and exits: each run
 # starts from the same state, the one a machine without this behaviour is
 # always in.  WARM_GIB=0 skips it (cold memory, as before 2026-12-02).
-warm_gib=${WARM_GIB:-17}
+# Default: 17 GiB, at most the machine's RAM less 6 GiB.
+ram_gib=$(awk '/^MemTotal:/ {print int($2 / 1048576)}' /proc/meminfo)
+warm_gib=${WARM_GIB:-$(( ram_gib - 6 < 17 ? (ram_gib - 6 > 0 ? ram_gib - 6 : 0) : 17 ))}
+case "$warm_gib" in
+  ''|*[!0-9]*) echo "bench-pager: WARM_GIB must be a whole number of GiB, not '$warm_gib'" >&2; exit 2 ;;
+esac
 warm_mem() {
   [ "$warm_gib" -gt 0 ] || return 0
-  node -e 'const a = []; for (let i = 0; i < +process.argv[1]; i++) a.push(Buffer.alloc(1 << 30, 1));' "$warm_gib"
+  node -e 'const a = []; for (let i = 0; i < +process.argv[1]; i++) a.push(Buffer.alloc(1 << 30, 1));' "$warm_gib" ||
+    echo "bench-pager: touching $warm_gib GiB failed (WARM_GIB smaller, or 0 to skip)" >&2
 }
 
 streams=${STREAMS:-16}
