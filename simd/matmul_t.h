@@ -161,6 +161,14 @@ MOE_INLINE void MT_NAME(gemm_t_direct_impl)(const struct moe_mat *w, int64_t row
     for (; r + 4 <= row1; r += 4) {
         const unsigned char *w0 = (const unsigned char *)w->data + (size_t)r * rb, *w1 = w0 + rb, *w2 = w1 + rb,
                             *w3 = w2 + rb;
+        /* the next 4 rows (contiguous) into cache: rows are short (decode's
+         * absorb: 128 rows of 512 columns per head), too short for the
+         * hardware prefetcher to ramp up */
+        if (r + 8 <= row1) {
+            const unsigned char *nx = w0 + 4 * rb + (size_t)col0 * (size_t)(q8 ? MOE_Q8_0_BYTES : 32) / 32;
+            const size_t span = 3 * rb + (size_t)(col1 - col0) * (size_t)(q8 ? MOE_Q8_0_BYTES : 32) / 32;
+            for (size_t o = 0; o < span; o += 64) __builtin_prefetch(nx + o);
+        }
         for (int j = 0; j < n; j++) {
             const float *xj = x + (size_t)j * ldx + (r - row0);
             float *yj = y + (size_t)j * ldy;
