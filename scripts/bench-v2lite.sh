@@ -87,7 +87,7 @@ run_moecpu() {   # tag model
     local out
     out=$("$MOECPU" bench -m "$2" -p "$P" -n "$N" -r 1 -t "$THREADS" --json)
     echo "  moecpu    $1: $out"
-    echo "$1 moecpu $(echo "$out" | json_field pp_tps) $(echo "$out" | json_field tg_tps) $(echo "$out" | json_field tg_bound_tps) $(echo "$out" | json_field tg_fraction_of_bound)" >>"$LOG"
+    echo "$1 moecpu $(echo "$out" | json_field pp_tps) $(echo "$out" | json_field tg_tps) $(echo "$out" | json_field tg_bound_tps) $(echo "$out" | json_field tg_fraction_of_bound) $(echo "$out" | json_field read_bw_gbps)" >>"$LOG"
 }
 run_llama() {
     local out
@@ -128,4 +128,10 @@ for row in "moecpu q8_0" "llama q8_0" "moecpu fp8"; do
 done
 if [ "$FP8" = 1 ]; then
     awk -v a="$(col fp8 moecpu 4)" -v b="$(col q8_0 moecpu 4)" 'BEGIN {printf "moecpu FP8 decode / Q8_0 decode: %.0f%%\n", 100 * a / b}'
+    # The two models are benched minutes apart (one on disk at a time) and this
+    # machine's memory bandwidth moves by tens of percent from minute to minute:
+    # also compare decode tokens/s per GB/s of the read bandwidth probed around
+    # each run.
+    tpb() { awk -v t="$1" '$1 == t && $2 == "moecpu" && $7 > 0 {print $4 / $7}' "$LOG" | median; }
+    awk -v a="$(tpb fp8)" -v b="$(tpb q8_0)" 'BEGIN {printf "  at equal read bandwidth (tok/s per GB/s, medians): %.0f%%\n", 100 * a / b}'
 fi
