@@ -8,14 +8,14 @@
 #   scripts/bench-v2lite.sh DIR [--rounds N] [--threads N] [-p 512] [-n 128] [--keep] [--skip-fp8]
 #
 # In one run: writes DIR/v2lite-q8_0.gguf (~16.6 GB) with build/gen_model
-# --stream, reads it once into the page cache, then alternates
-# `moecpu bench -m FILE -p 512 -n 128 -r 1` and llama.cpp (node-llama-cpp's
-# prebuilt CPU binaries, scripts/llama-ref/bench.mjs: same protocol, same
-# token ids) --rounds times; deletes the file, writes the same weights as
-# an FP8 Hugging Face directory DIR/v2lite-fp8 (~16.1 GB), and benches
-# moecpu on it.  Prints every run and a table of medians.  Files are
-# deleted at the end (and on failure) unless --keep.  At most one model is
-# on disk at a time.  On a shared machine, run it under a lock so
+# --stream and the same weights as an FP8 Hugging Face directory
+# DIR/v2lite-fp8 (~16.1 GB); then --rounds times: reads the GGUF into the
+# page cache, runs `moecpu bench -m FILE -p 512 -n 128 -r 1` and llama.cpp
+# (node-llama-cpp's prebuilt CPU binaries, scripts/llama-ref/bench.mjs:
+# same protocol, same token ids) in alternating order, reads the FP8
+# directory into the page cache and benches moecpu on it.  Prints every
+# run and a table of medians.  Files are deleted at the end (and on
+# failure) unless --keep.  On a shared machine, run it under a lock so
 # benchmarks never overlap:  flock /work/bench.lock scripts/bench-v2lite.sh DIR
 set -euo pipefail
 
@@ -47,7 +47,7 @@ GGUF=$DIR/v2lite-q8_0.gguf HF=$DIR/v2lite-fp8
 avail=$(df -Pk "$DIR" | awk 'NR == 2 {print $4}')
 # the space check is skipped when --keep reuses both models from an earlier run
 { [ "$KEEP" = 1 ] && [ -e "$GGUF" ] && { [ "$FP8" = 0 ] || [ -e "$HF" ]; }; } || [ "$TINY" = 1 ] ||
-    [ "$avail" -gt $((18 * 1024 * 1024)) ] || die "$DIR: less than 18 GB free"
+    [ "$avail" -gt $(( (FP8 ? 35 : 18) * 1024 * 1024)) ] || die "$DIR: less than $((FP8 ? 35 : 18)) GB free"
 
 # private copies: rebuilding the tree during the run must not change what is measured
 cp "$MOECPU" "$DIR/moecpu.bench" && cp "$GEN" "$DIR/gen_model.bench" || die "cannot copy the binaries to $DIR"
@@ -96,20 +96,19 @@ run_llama() {
     echo "$1 llama $(echo "$out" | json_field pp_tps) $(echo "$out" | json_field tg_tps) 0 0" >>"$LOG"
 }
 
+# Every round benches both files, so FP8 and Q8_0 are compared minutes, not
+# a quarter of an hour, apart (this machine's memory bandwidth drifts by tens
+# of percent within an hour).  Both do not fit in RAM together: each is read
+# back into the page cache before its runs.
 gen gguf-q8_0 "$GGUF"
-warm "$GGUF"
+[ "$FP8" = 1 ] && gen hf-fp8 "$HF"
 for r in $(seq 1 "$ROUNDS"); do
     echo "round $r/$ROUNDS"
+    if [ "$FP8" = 1 ] || [ "$r" = 1 ]; then warm "$GGUF"; fi
     if [ $((r % 2)) = 1 ]; then run_moecpu q8_0 "$GGUF"; run_llama q8_0 "$GGUF"
     else run_llama q8_0 "$GGUF"; run_moecpu q8_0 "$GGUF"; fi
+    if [ "$FP8" = 1 ]; then warm "$HF"; run_moecpu fp8 "$HF"; fi
 done
-[ "$KEEP" = 1 ] || rm -f "$GGUF"
-if [ "$FP8" = 1 ]; then
-    gen hf-fp8 "$HF"
-    warm "$HF"
-    for r in $(seq 1 "$ROUNDS"); do echo "round $r/$ROUNDS"; run_moecpu fp8 "$HF"; done
-    [ "$KEEP" = 1 ] || rm -rf "$HF"
-fi
 
 col() { awk -v t="$1" -v e="$2" -v c="$3" '$1 == t && $2 == e {print $c}' "$LOG" | median; }
 echo
@@ -127,11 +126,12 @@ for row in "moecpu q8_0" "llama q8_0" "moecpu fp8"; do
     fi
 done
 if [ "$FP8" = 1 ]; then
-    awk -v a="$(col fp8 moecpu 4)" -v b="$(col q8_0 moecpu 4)" 'BEGIN {printf "moecpu FP8 decode / Q8_0 decode: %.0f%%\n", 100 * a / b}'
-    # The two models are benched minutes apart (one on disk at a time) and this
-    # machine's memory bandwidth moves by tens of percent from minute to minute:
-    # also compare decode tokens/s per GB/s of the read bandwidth probed around
-    # each run.
+    awk -v a="$(col fp8 moecpu 4)" -v b="$(col q8_0 moecpu 4)" 'BEGIN {printf "moecpu FP8 decode / Q8_0 decode: %.0f%% (medians)\n", 100 * a / b}'
+    # per round (the runs of a round are minutes apart) ...
+    awk '$2 == "moecpu" && $1 == "q8_0" {q[++nq] = $4} $2 == "moecpu" && $1 == "fp8" {f[++nf] = $4}
+         END {for (i = 1; i <= nf && i <= nq; i++) print f[i] / q[i]}' "$LOG" |
+        median | awk '{printf "  median of the rounds'"'"' ratios: %.0f%%\n", 100 * $1}'
+    # ... and at equal memory bandwidth: tokens/s per GB/s probed around each run
     tpb() { awk -v t="$1" '$1 == t && $2 == "moecpu" && $7 > 0 {print $4 / $7}' "$LOG" | median; }
     awk -v a="$(tpb fp8)" -v b="$(tpb q8_0)" 'BEGIN {printf "  at equal read bandwidth (tok/s per GB/s, medians): %.0f%%\n", 100 * a / b}'
 fi
