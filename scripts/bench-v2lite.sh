@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
         --keep) KEEP=1; shift ;;
         --skip-fp8) FP8=0; shift ;;
         --tiny) TINY=1; shift ;;   # smoke test of this script: a small model of the same style
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         -*) die "unknown option $1" ;;
         *) [ -z "$DIR" ] || die "one directory only"; DIR=$1; shift ;;
     esac
