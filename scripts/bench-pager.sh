@@ -17,7 +17,8 @@
 # read from storage per token (getrusage inblock x 512, via /usr/bin/time:
 # includes loading the non-expert weights).  The disk bound is the O_DIRECT
 # sequential read speed of 4 GiB of the file (dd) divided by the routed
-# bytes the pager missed per token.  Generate the model with, e.g.:
+# bytes the pager missed per token.  At the end: each moecpu run's tokens/s
+# over the median of the invocation's llama.cpp runs.  Generate the model with, e.g.:
 #   build/gen_model --style v3 --format gguf-q8_0 --seed 2026 --out big.gguf --hidden 7168 \
 #     --moe-inter 2048 --experts 256 --topk 8 --n-group 8 --topk-group 4 --layers 4 --dense 1 \
 #     --inter 2048 --heads 16 --q-lora 1536 --kv-lora 512 --nope 128 --rope 64 --v-head 128 \
@@ -101,14 +102,26 @@ run() { # config -> one line: config tps bytes_per_token missed_per_token
 echo "model $model ($(du -h --apparent-size "$model" | cut -f1)), RAM $(free -g | awk '/Mem:/ {print $2}') GiB," \
      "$n decode tokens, budget $budget, $threads threads"
 printf '%-8s %10s %14s %14s %10s %12s\n' config tok/s "MB read/tok" "MB missed/tok" disk-GB/s "wall s (all)"
+results=()
 for r in $(seq "$rounds"); do
   for cfg in $configs; do
     bw=$(disk_bw)
     line=$(run "$cfg") || continue
     set -- $line
     printf '%-8s %10.3f %14s %14s %10s %12s\n' "$1" "$2" "$3" "$4" "$bw" "$5"
+    results+=("$1 $2")
     if [ "$4" != NA ]; then
       awk -v t="$2" -v m="$4" -v b="$bw" 'BEGIN {bound = b * 1e3 / m; printf "         storage bound %.3f tok/s: %.0f%% of it\n", bound, 100 * t / bound}'
     fi
   done
 done
+# Each moecpu run against llama.cpp: tok/s over the median of the llama runs of this invocation.
+printf '%s\n' "${results[@]}" | awk '
+  $1 == "llama" { l[++n] = $2; next } { c[++m] = $1; t[m] = $2 }
+  END {
+    if (!n || !m) exit
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (l[j] < l[i]) { x = l[i]; l[i] = l[j]; l[j] = x }
+    med = n % 2 ? l[(n + 1) / 2] : (l[n / 2] + l[n / 2 + 1]) / 2
+    printf "against llama.cpp (median of %d run%s, %.3f tok/s):\n", n, (n > 1 ? "s" : ""), med
+    for (i = 1; i <= m; i++) printf "  %-8s %.2fx\n", c[i], t[i] / med
+  }'
