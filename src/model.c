@@ -353,10 +353,10 @@ static void progress(const struct moe_model_params *p, const char *stage, double
 
 /* ---- the expert pager (src/pager.c) */
 
-/* Physical RAM in bytes (0 when unknown). */
-static size_t ram_bytes(void)
+/* Memory in bytes by sysconf (model.h). */
+size_t moe_mem_bytes(int pages_name)
 {
-    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
+    long pages = sysconf(pages_name), size = sysconf(_SC_PAGE_SIZE);
     return pages > 0 && size > 0 ? (size_t)pages * (size_t)size : 0;
 }
 
@@ -376,7 +376,7 @@ static int model_pager_open(struct moe_model *m, const struct moe_model_params *
     if (mode < MOE_PAGER_AUTO || mode > MOE_PAGER_DIRECT)
         return moe_errorf(err, errlen, MOE_ERR_INVALID, "unknown pager mode %d", mode);
     if (mode == MOE_PAGER_AUTO) {
-        const size_t ram = ram_bytes(), other = info.weight_bytes - info.routed_expert_bytes;
+        const size_t ram = moe_mem_bytes(_SC_PHYS_PAGES), other = info.weight_bytes - info.routed_expert_bytes;
         if (budget > 0) {
             mode = PAGER_DEFAULT_MODE;
         } else if (ram && (double)info.weight_bytes > 0.8 * (double)ram) {

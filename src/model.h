@@ -78,6 +78,10 @@ struct moe_model {
  * tables.  On failure the partially bound model is freed by moe_model_free. */
 int moe_model_bind(struct moe_model *m, char *err, size_t errlen);
 
+/* Bytes of memory by sysconf (src/model.c): _SC_PHYS_PAGES (all RAM) or
+ * _SC_AVPHYS_PAGES (free now); 0 if unknown. */
+size_t moe_mem_bytes(int pages_name);
+
 /* DeepSeekMoE routing of one token (src/forward.c; contract there):
  * logits[n_routed_experts] in, bias NULL or [n_routed_experts] (selection
  * only), scratch[2 * n_routed_experts]; the chosen experts in sel[top-k]

@@ -837,8 +837,7 @@ int moe_pager_create(struct moe_pager **out, struct moe_model *m, int mode, size
     p->z_ahead = n_moe * (m->cfg.n_experts_per_tok > 0 ? m->cfg.n_experts_per_tok : 1);
 #ifdef _SC_AVPHYS_PAGES
     if (is_file_mode(p) && budget != SIZE_MAX && p->slot_bytes) {
-        const long pages = sysconf(_SC_AVPHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
-        const double fit = pages > 0 && psize > 0 ? 0.8 * (double)pages * (double)psize / (double)p->slot_bytes : 0.0;
+        const double fit = 0.8 * (double)moe_mem_bytes(_SC_AVPHYS_PAGES) / (double)p->slot_bytes;
         const int n = fit < (double)p->n_slots ? (int)fit : p->n_slots;
         if (n > p->z_ahead) p->z_ahead = n;
     }
