@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../src/cli.h"
 #include "../src/cli_pager.h"
 #include "../src/moecpu.h"
 #include "../src/threads.h"
@@ -25,10 +26,14 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: moecpu bench -m MODEL [-p 512] [-n 128] [-r 3] [--isa NAME] [-t N] [--kv-type f32|bf16]\n"
-            "                    [--batch N] [--attn auto|absorbed|decompressed] [--json]\n"
+            "                    [--batch N] [--attn auto|absorbed|decompressed] [--token-ids-file FILE] [--json]\n"
             "  pp: tokens/s of one prefill of -p tokens; tg: tokens/s of -n single-token decode steps\n"
             "  after it; each repeated -r times (median).  The bound is the read bandwidth measured\n"
-            "  in the same run divided by the weight bytes a decoded token reads.\n");
+            "  in the same run divided by the weight bytes a decoded token reads.\n"
+            "  Token ids are pseudo-random (xorshift64, id = s mod vocabulary) unless\n"
+            "  --token-ids-file FILE gives them (separated by white space or commas; the first -p\n"
+            "  are the prompt, the next -n the decoded tokens; at least -p + -n of them): routing,\n"
+            "  and so what the expert pager reads, depends on the tokens.\n");
     moe_cli_pager_help(f);
 }
 
@@ -42,7 +47,7 @@ static int cmp_double(const void *a, const void *b)
 
 int moe_bench_model(int argc, char **argv)
 {
-    const char *path = NULL, *isa = NULL;
+    const char *path = NULL, *isa = NULL, *ids_file = NULL;
     long p = 512, n = 128, reps = 3, threads = 0, batch = 0;
     int json = 0;
     enum moe_kv_type kv = MOE_KV_F32;
@@ -68,6 +73,7 @@ int moe_bench_model(int argc, char **argv)
         i++;
         if (!strcmp(a, "-m")) path = v;
         else if (!strcmp(a, "--isa")) isa = v;
+        else if (!strcmp(a, "--token-ids-file")) ids_file = v;
         else if (!strcmp(a, "--kv-type") && (!strcmp(v, "f32") || !strcmp(v, "bf16"))) kv = !strcmp(v, "bf16") ? MOE_KV_BF16 : MOE_KV_F32;
         else if (!strcmp(a, "--attn") && (!strcmp(v, "auto") || !strcmp(v, "absorbed") || !strcmp(v, "decompressed")))
             attn = !strcmp(v, "auto") ? MOE_ATTN_AUTO : !strcmp(v, "absorbed") ? MOE_ATTN_ABSORBED : MOE_ATTN_DECOMPRESSED;
@@ -91,6 +97,20 @@ int moe_bench_model(int argc, char **argv)
         fprintf(stderr, "moecpu bench: -p and -n are both 0: nothing to measure\n");
         return 2;
     }
+    int32_t *file_ids = NULL;
+    int64_t n_file_ids = 0;
+    if (ids_file) {
+        char *text = cli_read_ids_file("bench", ids_file);
+        const int bad = !text || cli_parse_ids("bench", ids_file, text, &file_ids, &n_file_ids);
+        free(text);
+        if (bad) return 2;
+        if (n_file_ids < p + n) {
+            fprintf(stderr, "moecpu bench: '%s' holds %lld token ids; -p %ld -n %ld needs %ld\n", ids_file,
+                    (long long)n_file_ids, p, n, p + n);
+            free(file_ids);
+            return 2;
+        }
+    }
     char err[1024];
     struct moe_model_params mp;
     moe_model_params_init(&mp);
@@ -100,6 +120,7 @@ int moe_bench_model(int argc, char **argv)
     struct moe_model *m = NULL;
     if (moe_model_open(&m, path, &mp, err, sizeof err)) {
         fprintf(stderr, "moecpu bench: %s\n", err);
+        free(file_ids);
         return 1;
     }
     struct moe_model_info info;
@@ -131,6 +152,15 @@ int moe_bench_model(int argc, char **argv)
     for (long i = 0; i < p + n + 1; i++) {
         s ^= s << 13; s ^= s >> 7; s ^= s << 17;
         ids[i] = (int32_t)(s % (uint64_t)info.vocab_size);
+    }
+    for (long i = 0; file_ids && i < p + n; i++) {
+        if (file_ids[i] >= info.vocab_size) {
+            fprintf(stderr, "moecpu bench: token id %d (entry %ld of '%s') is not below the vocabulary size %lld\n",
+                    (int)file_ids[i], i + 1, ids_file, (long long)info.vocab_size);
+            rc = 2;
+            goto done;
+        }
+        ids[i] = file_ids[i];
     }
     memset(bwbuf, 1, bw_bytes);
     const double E = info.n_routed_experts > 0 ? (double)info.n_routed_experts : 1.0;
@@ -199,7 +229,7 @@ eval_fail:
     fprintf(stderr, "moecpu bench: %s\n", err);
 done:
     moe_cli_pager_report(&pg, m, "bench");
-    free(ids); free(pp); free(tg); free(frac); free(bnd); free(bws); free(bwbuf);
+    free(ids); free(file_ids); free(pp); free(tg); free(frac); free(bnd); free(bws); free(bwbuf);
     moe_pool_destroy(pool);
     moe_context_free(c);
     moe_model_free(m);

@@ -8,12 +8,14 @@
 #   CONFIGS="direct pread mmap off llama" (default): pager modes, off = plain
 #   mmap, llama = llama.cpp; MODE+laN adds --lookahead N, MODE+ioN --io-threads N,
 #   MODE+nopf --slot-prefault off (suffixes combine: direct+la0+nopf).  STREAMS=16: parallel streams of the disk probe.
+#   IDS=FILE: every engine decodes the first N token ids of FILE (e.g. scripts/text-ids.sh's ids
+#   of a real text) instead of the pseudo-random ones.
 #
 # Every run starts with the model's page cache dropped (dd iflag=nocache,
 # no root needed) and WARM_GIB GiB of memory touched (see warm_mem), and is
 # wrapped in flock /work/bench.lock (or $BENCH_LOCK).
 # Per run it prints tokens/s of N single-token decode steps from position 0
-# (pseudo-random ids, the same for every engine) and the bytes the process
+# (pseudo-random ids, or IDS's, the same for every engine) and the bytes the process
 # read from storage per token (getrusage inblock x 512, via /usr/bin/time:
 # includes loading the non-expert weights).  The disk bound is the O_DIRECT
 # sequential read speed of 4 GiB of the file (dd) divided by the routed
@@ -32,6 +34,11 @@ lock=${BENCH_LOCK:-/work/bench.lock}
 bin=${MOECPU_BIN:-./moecpu}
 threads=${THREADS:-2}
 configs=${CONFIGS:-"direct pread mmap off llama"}
+ids_opt=()
+if [ -n "${IDS:-}" ]; then
+  [ -r "$IDS" ] || { echo "bench-pager: cannot read IDS file '$IDS'" >&2; exit 2; }
+  ids_opt=(--token-ids-file "$IDS")
+fi
 
 drop() { dd if="$model" iflag=nocache count=0 status=none; }
 
@@ -74,7 +81,7 @@ run() { # config -> one line: config tps bytes_per_token missed_per_token
   warm_mem
   if [ "$cfg" = llama ]; then
     flock "$lock" /usr/bin/time -f "INBLOCK %I WALL %e" node bench/llama-decode.mjs "$model" -n "$n" --threads "$threads" \
-      > "$tmp.out" 2> "$tmp"
+      "${ids_opt[@]}" > "$tmp.out" 2> "$tmp"
     tps=$(sed -n 's/.*"tg_tps":\([0-9.e+-]*\).*/\1/p' "$tmp.out")
     miss=NA
   else
@@ -86,7 +93,7 @@ run() { # config -> one line: config tps bytes_per_token missed_per_token
     done
     [ "$cfg" = off ] || opts+=(--mem-budget "$budget" --pager-stats)
     flock "$lock" /usr/bin/time -f "INBLOCK %I WALL %e" "$bin" bench -m "$model" -p 0 -n "$n" -r 1 -t "$threads" --json \
-      "${opts[@]}" > "$tmp.out" 2> "$tmp"
+      "${opts[@]}" "${ids_opt[@]}" > "$tmp.out" 2> "$tmp"
     tps=$(sed -n 's/.*"tg_tps":\([0-9.e+-]*\).*/\1/p' "$tmp.out")
     miss=$(sed -n 's/.*, total: .* read \([0-9.]*\) MiB .*/\1/p' "$tmp" | awk -v n="$n" '{printf "%.1f", $1 * 1048576 / n / 1e6}')
     [ -n "$miss" ] || miss=NA

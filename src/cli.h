@@ -63,6 +63,14 @@ int cli_chat(const struct model_opts *o, struct cli_text_opts *t);
 /* perplexity -f: the file's text encoded with the model's tokenizer (BOS
  * first when the model adds one); *ids malloc'd.  Returns an exit code. */
 int cli_tokenize_file(const char *cmd, const char *model, const char *path, int32_t **ids, int64_t *n);
+/* main.c: token ids "1,2,3" (commas and/or spaces) into *out (malloc'd);
+ * errors name the entry of `what` (the option or file).  Returns 0 or -1
+ * (message printed). */
+int cli_parse_ids(const char *cmd, const char *what, const char *s, int32_t **out, int64_t *n);
+/* main.c: a file of token ids separated by commas and/or white space, as
+ * the text cli_parse_ids takes (malloc'd); NULL (message printed) if it
+ * cannot be read or holds none. */
+char *cli_read_ids_file(const char *cmd, const char *path);
 /* The closing statistics line on stderr. */
 void cli_print_timings(const char *cmd, const struct moe_model *m, const struct moe_context *c, int64_t n_prompt,
                        double t_prompt, int64_t n_gen, double t_gen, const char *extra);

@@ -113,8 +113,9 @@ struct model_opts {
 };
 
 /* Parse "1,2,3" into *out (malloc'd).  Non-numbers, negatives and values
- * beyond int32 are errors naming the offending entry. */
-static int parse_ids(const char *cmd, const char *s, int32_t **out, int64_t *n)
+ * beyond int32 are errors naming the offending entry of `what` (the
+ * option or file the ids came from). */
+int cli_parse_ids(const char *cmd, const char *what, const char *s, int32_t **out, int64_t *n)
 {
     size_t cap = 16, cnt = 0;
     int32_t *v = malloc(cap * sizeof *v);
@@ -129,13 +130,13 @@ static int parse_ids(const char *cmd, const char *s, int32_t **out, int64_t *n)
         errno = 0;
         long long x = strtoll(p, &end, 10);
         if (end == p || (*end && *end != ',' && *end != ' ')) {
-            fprintf(stderr, "moecpu %s: --token-ids entry %zu ('%.20s') is not a number; give comma-separated ids like 1,2,3\n",
-                    cmd, cnt + 1, p);
+            fprintf(stderr, "moecpu %s: %s entry %zu ('%.20s') is not a number; give comma-separated ids like 1,2,3\n",
+                    cmd, what, cnt + 1, p);
             free(v);
             return -1;
         }
         if (x < 0 || x > INT32_MAX || errno == ERANGE) {
-            fprintf(stderr, "moecpu %s: --token-ids entry %zu (%.20s) must be a non-negative token id\n", cmd, cnt + 1, p);
+            fprintf(stderr, "moecpu %s: %s entry %zu (%.20s) must be a non-negative token id\n", cmd, what, cnt + 1, p);
             free(v);
             return -1;
         }
@@ -264,8 +265,8 @@ static int parse_model_opts(const char *cmd, int argc, char **argv, struct model
 }
 
 /* Read a file of token ids separated by commas and/or white space into the
- * "1,2,3" form parse_ids takes (malloc'd). */
-static char *read_ids_file(const char *cmd, const char *path)
+ * "1,2,3" form cli_parse_ids takes (malloc'd). */
+char *cli_read_ids_file(const char *cmd, const char *path)
 {
     FILE *fp = fopen(path, "rb");
     if (!fp) {
@@ -496,7 +497,7 @@ static int cmd_eval(int argc, char **argv)
     }
     int32_t *ids;
     int64_t n;
-    if (parse_ids("eval", o.ids, &ids, &n)) return 2;
+    if (cli_parse_ids("eval", "--token-ids", o.ids, &ids, &n)) return 2;
     struct moe_model *m;
     struct moe_context *c;
     if ((rc = open_model("eval", &o, n, &m, &c))) {
@@ -560,7 +561,7 @@ static int cmd_run(int argc, char **argv)
     if (!o.text.temp_set) o.text.sp.temp = 0;   /* ids mode: greedy unless --temp */
     int32_t *ids;
     int64_t n;
-    if (parse_ids("run", o.ids, &ids, &n)) return 2;
+    if (cli_parse_ids("run", "--token-ids", o.ids, &ids, &n)) return 2;
     struct moe_model *m;
     struct moe_context *c;
     /* the last generated token is never fed back */
@@ -649,9 +650,9 @@ static int cmd_perplexity(int argc, char **argv)
     if (o.text.file) {
         if ((rc = cli_tokenize_file("perplexity", o.model, o.text.file, &ids, &n))) return rc;
     } else {
-        char *text = o.ids_file ? read_ids_file("perplexity", o.ids_file) : NULL;
+        char *text = o.ids_file ? cli_read_ids_file("perplexity", o.ids_file) : NULL;
         if (o.ids_file && !text) return 1;
-        rc = parse_ids("perplexity", text ? text : o.ids, &ids, &n);
+        rc = cli_parse_ids("perplexity", text ? o.ids_file : "--token-ids", text ? text : o.ids, &ids, &n);
         free(text);
         if (rc) return 2;
     }

@@ -210,6 +210,33 @@ b=$(run perplexity -m "$M" --token-ids-file "$tmp/ppl.ids" 2> /dev/null)
 case "$a" in "perplexity "*) [ "$a" = "$b" ] && ok "perplexity -f = perplexity of the reference ids ($a)" || bad "perplexity -f" "'$a' vs '$b'" ;;
   *) bad "perplexity -f" "'$a'" ;; esac
 
+# ---- bench --token-ids-file: the prompt is the file's first -p ids (the routing trace of
+# its prefill equals eval's of the same ids), the decoded tokens the next -n in order
+# (a file that changes only the last decoded id changes only that token's routing)
+ids=$(tr ',' ' ' < "$tmp/ppl.ids"); set -- $ids; nids=$#
+if [ "$nids" -ge 6 ]; then
+  run bench -m "$M" -p "$nids" -n 0 -r 1 --token-ids-file "$tmp/ppl.ids" --trace-routing "$tmp/tb.txt" > /dev/null 2>&1
+  run eval -m "$M" --token-ids "$(tr ' ' ',' <<< "$ids")" --logits-out "$tmp/tl.bin" --trace-routing "$tmp/te.txt" > /dev/null 2>&1
+  [ -s "$tmp/tb.txt" ] && cmp -s "$tmp/tb.txt" "$tmp/te.txt" && ok "bench --token-ids-file: prefill routing = eval of the ids" ||
+    bad "bench --token-ids-file prefill" "$(diff "$tmp/tb.txt" "$tmp/te.txt" | head -3)"
+  printf '%s %s %s %s 7 8 9\n' "$1" "$2" "$3" "$4" > "$tmp/d1.ids"
+  printf '%s %s %s %s 10\n' "$1" "$2" "$3" "$4" > "$tmp/d2.ids"
+  printf '%s %s %s %s\n' "$1" "$2" "$3" "$5" > "$tmp/d3.ids"
+  for k in 1 2 3; do
+    run bench -m "$M" -p 1 -n 3 -r 1 --token-ids-file "$tmp/d$k.ids" --trace-routing "$tmp/td$k.txt" > /dev/null 2>&1
+  done
+  n1=$(wc -l < "$tmp/td1.txt")
+  if [ "$n1" -gt 0 ] && cmp -s "$tmp/td1.txt" "$tmp/td2.txt" &&
+     [ "$(grep -v '^3 ' "$tmp/td1.txt")" = "$(grep -v '^3 ' "$tmp/td3.txt")" ] &&
+     [ "$(grep '^3 ' "$tmp/td1.txt")" != "$(grep '^3 ' "$tmp/td3.txt")" ]; then
+    ok "bench --token-ids-file: decoded tokens are the next -n ids, in order"
+  else
+    bad "bench --token-ids-file decode" "$(diff "$tmp/td1.txt" "$tmp/td3.txt" | head -3)"
+  fi
+else
+  bad "bench --token-ids-file" "only $nids reference ids"
+fi
+
 # ---- help and errors
 for c in run chat perplexity; do
   "$bin" $c --help > "$tmp/h" 2>&1 && grep -q "usage: moecpu $c" "$tmp/h" && ok "$c --help" || bad "$c --help" "$(head -2 "$tmp/h")"
@@ -229,4 +256,10 @@ expect_err "bad --top-p" 2 "--top-p '2' must be a number in" run -m "$M" -p hi -
 mkdir "$tmp/notok" && ln -s "$M/model.safetensors" "$M/config.json" "$tmp/notok/"
 expect_err "no tokenizer" 1 "tokenizer.json beside config.json" run -m "$tmp/notok" -p hi
 expect_err "--print-ids without ids" 2 "goes with --token-ids" run -m "$M" -p hi --print-ids
+expect_err "bench: too few ids" 2 "holds 4 token ids; -p 2 -n 3 needs 5" bench -m "$M" -p 2 -n 3 --token-ids-file "$tmp/d3.ids"
+printf '1 2 999999999\n' > "$tmp/big.ids"
+expect_err "bench: id beyond the vocabulary" 2 "token id 999999999 \\(entry 3 of '.*big.ids'\\) is not below the vocabulary size" bench -m "$M" -p 1 -n 2 --token-ids-file "$tmp/big.ids"
+printf '1 two 3\n' > "$tmp/bad.ids"
+expect_err "bench: not an id" 2 "bad.ids entry 2 .* is not a number" bench -m "$M" -p 1 -n 2 --token-ids-file "$tmp/bad.ids"
+expect_err "bench: missing ids file" 2 "cannot read '/nonexistent/ids'" bench -m "$M" -p 1 -n 2 --token-ids-file /nonexistent/ids
 finish
