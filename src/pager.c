@@ -102,6 +102,7 @@ struct moe_pager {
     pthread_cond_t work, done;
     pthread_t *io;
     int n_io;
+    int la_busy, la_cap;       /* look-ahead pieces being read; at most la_cap at once */
     int stop;
     FILE *trace;
     int64_t tok;               /* tokens finished */
@@ -267,9 +268,11 @@ static void *io_main(void *arg)
     struct moe_pager *p = arg;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->stop && !p->dq.n && !p->pq.n) pthread_cond_wait(&p->work, &p->mu);
+        while (!p->stop && !p->dq.n && !(p->pq.n && p->la_busy < p->la_cap)) pthread_cond_wait(&p->work, &p->mu);
         if (p->stop) break;
-        struct pjob j = p->dq.n ? q_pop(&p->dq) : q_pop(&p->pq);
+        const bool la = !p->dq.n;
+        struct pjob j = la ? q_pop(&p->pq) : q_pop(&p->dq);
+        p->la_busy += la;
         struct pexp *x = &p->ex[j.idx];
         unsigned char *slot = x->slot >= 0 ? p->slots[x->slot] : NULL;
         pthread_mutex_unlock(&p->mu);
@@ -277,6 +280,7 @@ static void *io_main(void *arg)
         pthread_mutex_lock(&p->mu);
         if (!ok) x->io_err = 1;
         if (--x->chunks_left == 0) finish(p, x);
+        if (la && p->la_busy-- == p->la_cap && p->pq.n) pthread_cond_signal(&p->work);
     }
     pthread_mutex_unlock(&p->mu);
     return NULL;
@@ -821,6 +825,13 @@ int moe_pager_create(struct moe_pager **out, struct moe_model *m, int mode, size
 
     p->n_io = io_threads > 0 ? io_threads : 16;   /* 16 streams read the disk here ~35% faster than 8 (fio) */
     if (p->n_io > 64) p->n_io = 64;
+    /* Look-ahead pieces run on at most a quarter of the threads: a demand
+     * read never waits for a free thread, and shares the disk with at most
+     * la_cap look-ahead pieces already started (16 MiB with the defaults).
+     * Measured (36 GB model, 16 GiB, 1024 tokens, 3 alternating pairs):
+     * 15.41 vs 15.28 tok/s median, stall 16.2-19.2 vs 16.3-18.8 ms/token
+     * without the cap: the look-ahead loses nothing by it. */
+    p->la_cap = p->n_io / 4 > 0 ? p->n_io / 4 : 1;
     p->io = calloc((size_t)p->n_io, sizeof *p->io);
     if (!p->io) {
         rc = moe_errorf(err, errlen, MOE_ERR_NOMEM, "out of memory");

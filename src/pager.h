@@ -63,8 +63,10 @@ void moe_pager_trace(struct moe_pager *p, int layer, const int *sel, int T, int 
 /* experts[n]: distinct experts of `layer` the batch needs. */
 void moe_pager_request(struct moe_pager *p, int layer, const int *experts, int n);
 /* Look-ahead: experts[n] of `layer` likely needed next, likeliest first;
- * read at low priority, at most lookahead of them, only where the budget
- * has room without evicting anything used in the last token. */
+ * read at low priority (demand pieces first; look-ahead pieces on at most
+ * a quarter of the I/O threads at once, so a demand read always finds
+ * free threads), at most lookahead of them, only where the budget has
+ * room without evicting anything used in the last token. */
 void moe_pager_prefetch(struct moe_pager *p, int layer, const int *experts, int n);
 /* Among experts[n] with taken[i] == 0: the ones ready now (taken set,
  * written to out); waits until at least one is, unless all are taken.
