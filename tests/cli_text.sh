@@ -237,6 +237,25 @@ else
   bad "bench --token-ids-file" "only $nids reference ids"
 fi
 
+# ---- scripts/text-ids.sh: one id per token of the text (the JS tokenizer's tokens),
+# equal ids exactly for equal tokens, numbered 0, 1, 2, ... in order of first
+# appearance; wrapped modulo VOCAB; bad arguments are refused
+printf 'the cat and the dog and the cat\nthe end' > "$tmp/ti.txt"
+refids "$tmp/ti.txt" | tr ',' '\n' > "$tmp/ti.ref"
+"$top/scripts/text-ids.sh" "$tmp/ti.txt" 1000 > "$tmp/ti.out" 2> "$tmp/ti.err"
+"$top/scripts/text-ids.sh" "$tmp/ti.txt" 3 > "$tmp/ti3.out" 2>> "$tmp/ti.err"
+if [ -s "$tmp/ti.ref" ] && paste -d ' ' "$tmp/ti.ref" "$tmp/ti.out" "$tmp/ti3.out" | awk '
+     NF != 3 { bad = 1 }
+     { if ($1 in m) { if (m[$1] != $2) bad = 1 } else { if ($2 != n++) bad = 1; m[$1] = $2 }
+       if ($3 != $2 % 3) bad = 1; rows++ }
+     END { exit bad || rows < 8 || n >= rows }'; then
+  ok "text-ids.sh: ids by first appearance of each token, modulo VOCAB"
+else
+  bad "text-ids.sh" "$(paste "$tmp/ti.ref" "$tmp/ti.out" | head -3 | tr '\n' ' ') $(head -1 "$tmp/ti.err")"
+fi
+"$top/scripts/text-ids.sh" "$tmp/ti.txt" 0 > /dev/null 2> "$tmp/e"; rc=$?
+[ "$rc" = 2 ] && grep -q "VOCAB must be a positive whole number" "$tmp/e" && ok "text-ids.sh: bad VOCAB" || bad "text-ids.sh bad VOCAB" "rc $rc"
+
 # ---- help and errors
 for c in run chat perplexity; do
   "$bin" $c --help > "$tmp/h" 2>&1 && grep -q "usage: moecpu $c" "$tmp/h" && ok "$c --help" || bad "$c --help" "$(head -2 "$tmp/h")"
