@@ -153,14 +153,12 @@ int moe_bench_model(int argc, char **argv)
         s ^= s << 13; s ^= s >> 7; s ^= s << 17;
         ids[i] = (int32_t)(s % (uint64_t)info.vocab_size);
     }
-    for (long i = 0; file_ids && i < p + n; i++) {
-        if (file_ids[i] >= info.vocab_size) {
-            fprintf(stderr, "moecpu bench: token id %d (entry %ld of '%s') is not below the vocabulary size %lld\n",
-                    (int)file_ids[i], i + 1, ids_file, (long long)info.vocab_size);
+    if (file_ids) {
+        if (cli_check_ids("bench", ids_file, m, file_ids, p + n)) {
             rc = 2;
             goto done;
         }
-        ids[i] = file_ids[i];
+        memcpy(ids, file_ids, sizeof(int32_t) * (size_t)(p + n));
     }
     memset(bwbuf, 1, bw_bytes);
     const double E = info.n_routed_experts > 0 ? (double)info.n_routed_experts : 1.0;

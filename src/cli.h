@@ -71,6 +71,9 @@ int cli_parse_ids(const char *cmd, const char *what, const char *s, int32_t **ou
  * the text cli_parse_ids takes (malloc'd); NULL (message printed) if it
  * cannot be read or holds none. */
 char *cli_read_ids_file(const char *cmd, const char *path);
+/* main.c: every id below the model's vocabulary size; else prints which
+ * entry of `what` is not and returns -1. */
+int cli_check_ids(const char *cmd, const char *what, const struct moe_model *m, const int32_t *ids, int64_t n);
 /* The closing statistics line on stderr. */
 void cli_print_timings(const char *cmd, const struct moe_model *m, const struct moe_context *c, int64_t n_prompt,
                        double t_prompt, int64_t n_gen, double t_gen, const char *extra);

@@ -392,14 +392,14 @@ void cli_close_model(const char *cmd, const struct model_opts *o, struct moe_mod
 
 double cli_now(void) { return now_sec(); }
 
-static int check_ids(const char *cmd, const struct moe_model *m, const int32_t *ids, int64_t n)
+int cli_check_ids(const char *cmd, const char *what, const struct moe_model *m, const int32_t *ids, int64_t n)
 {
     struct moe_model_info info;
     moe_model_get_info(m, &info);
     for (int64_t i = 0; i < n; i++)
         if (ids[i] >= info.vocab_size) {
-            fprintf(stderr, "moecpu %s: token id %d (entry %lld of --token-ids) is not below the vocabulary size %lld\n",
-                    cmd, (int)ids[i], (long long)i + 1, (long long)info.vocab_size);
+            fprintf(stderr, "moecpu %s: token id %d (entry %lld of %s) is not below the vocabulary size %lld\n",
+                    cmd, (int)ids[i], (long long)i + 1, what, (long long)info.vocab_size);
             return -1;
         }
     return 0;
@@ -510,7 +510,7 @@ static int cmd_eval(int argc, char **argv)
     struct moe_tmpfile out;
     bool out_open = false;
     rc = 1;
-    if (check_ids("eval", m, ids, n)) goto done;
+    if (cli_check_ids("eval", "--token-ids", m, ids, n)) goto done;
     if (moe_tmpfile_open(&out, o.logits_out, err, sizeof err)) {
         fprintf(stderr, "moecpu eval: %s (check the directory exists and is writable)\n", err);
         goto done;
@@ -575,7 +575,7 @@ static int cmd_run(int argc, char **argv)
     char err[1024];
     struct moe_sampler *smp = NULL;
     rc = 1;
-    if (check_ids("run", m, ids, n)) goto done;
+    if (cli_check_ids("run", "--token-ids", m, ids, n)) goto done;
     if (moe_sampler_new(&smp, (int32_t)info.vocab_size, &o.text.sp, err, sizeof err)) {
         fprintf(stderr, "moecpu run: %s\n", err);
         goto done;
@@ -672,7 +672,8 @@ static int cmd_perplexity(int argc, char **argv)
     char err[1024];
     double nll = 0;
     rc = 1;
-    if (check_ids("perplexity", m, ids, n)) goto done;
+    if (cli_check_ids("perplexity", o.text.file ? o.text.file : o.ids_file ? o.ids_file : "--token-ids", m, ids, n))
+        goto done;
     const int64_t step = o.batch > 0 ? o.batch : 512;
     for (int64_t i = 0; i < n - 1; i += step) {
         const int64_t cnt = n - 1 - i < step ? n - 1 - i : step;   /* the last id is only predicted */

@@ -277,7 +277,7 @@ expect_err "no tokenizer" 1 "tokenizer.json beside config.json" run -m "$tmp/not
 expect_err "--print-ids without ids" 2 "goes with --token-ids" run -m "$M" -p hi --print-ids
 expect_err "bench: too few ids" 2 "holds 4 token ids; -p 2 -n 3 needs 5" bench -m "$M" -p 2 -n 3 --token-ids-file "$tmp/d3.ids"
 printf '1 2 999999999\n' > "$tmp/big.ids"
-expect_err "bench: id beyond the vocabulary" 2 "token id 999999999 \\(entry 3 of '.*big.ids'\\) is not below the vocabulary size" bench -m "$M" -p 1 -n 2 --token-ids-file "$tmp/big.ids"
+expect_err "bench: id beyond the vocabulary" 2 "token id 999999999 \\(entry 3 of .*big.ids\\) is not below the vocabulary size" bench -m "$M" -p 1 -n 2 --token-ids-file "$tmp/big.ids"
 printf '1 two 3\n' > "$tmp/bad.ids"
 expect_err "bench: not an id" 2 "bad.ids entry 2 .* is not a number" bench -m "$M" -p 1 -n 2 --token-ids-file "$tmp/bad.ids"
 expect_err "bench: missing ids file" 2 "cannot read '/nonexistent/ids'" bench -m "$M" -p 1 -n 2 --token-ids-file /nonexistent/ids
