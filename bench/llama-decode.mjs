@@ -29,7 +29,14 @@ if (!model || !(n >= 1) || !(threads >= 1)) {
 }
 let fileIds = null;
 if (idsFile) {
-    fileIds = fs.readFileSync(idsFile, "utf8").split(/[\s,]+/).filter((x) => x !== "").map(Number);
+    let text;
+    try {
+        text = fs.readFileSync(idsFile, "utf8");
+    } catch (e) {
+        process.stderr.write(`llama-decode: cannot read ${idsFile}: ${e.message}\n`);
+        process.exit(2);
+    }
+    fileIds = text.split(/[\s,]+/).filter((x) => x !== "").map(Number);
     const bad = fileIds.findIndex((x) => !Number.isInteger(x) || x < 0);
     if (bad >= 0 || fileIds.length < n) {
         process.stderr.write(bad >= 0 ? `llama-decode: entry ${bad + 1} of ${idsFile} is not a token id\n`

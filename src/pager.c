@@ -280,7 +280,10 @@ static void *io_main(void *arg)
         pthread_mutex_lock(&p->mu);
         if (!ok) x->io_err = 1;
         if (--x->chunks_left == 0) finish(p, x);
-        if (la && p->la_busy-- == p->la_cap && p->pq.n) pthread_cond_signal(&p->work);
+        if (la) {
+            p->la_busy--;                           /* room for another look-ahead piece */
+            if (p->pq.n) pthread_cond_signal(&p->work);
+        }
     }
     pthread_mutex_unlock(&p->mu);
     return NULL;
