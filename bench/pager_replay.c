@@ -21,7 +21,9 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: moecpu bench pager-replay --trace FILE [--fractions 0.1,0.25,0.5] [--json]\n"
             "  Hit rates of the lru and freq eviction policies replaying a routing trace, for caches\n"
-            "  holding the given fractions of all the (layer, expert) pairs the trace names.\n");
+            "  holding the given fractions of all the (layer, expert) pairs the trace names, and of\n"
+            "  Belady's offline optimum (opt: evicts the expert used farthest ahead; it needs the\n"
+            "  future, so it is the bound for any policy, not one the pager can run).\n");
 }
 
 int moe_bench_pager_replay(int argc, char **argv)
@@ -101,8 +103,8 @@ int moe_bench_pager_replay(int argc, char **argv)
     }
     free(seen);
     if (!json)
-        printf("trace %s: %zu expert uses, %lld distinct (layer, expert) pairs\n%10s %10s %10s %10s\n", path, n,
-               (long long)distinct, "fraction", "capacity", "lru hit%", "freq hit%");
+        printf("trace %s: %zu expert uses, %lld distinct (layer, expert) pairs\n%10s %10s %10s %10s %10s\n", path,
+               n, (long long)distinct, "fraction", "capacity", "lru hit%", "freq hit%", "opt hit%");
     for (const char *q = fr; *q;) {
         char *end;
         const double frac = strtod(q, &end);
@@ -111,18 +113,23 @@ int moe_bench_pager_replay(int argc, char **argv)
             goto done;
         }
         q = *end == ',' ? end + 1 : end;
-        int64_t capn = (int64_t)(frac * (double)distinct + 0.5), ml, mf;
+        int64_t capn = (int64_t)(frac * (double)distinct + 0.5), ml, mf, mo;
         if (capn < 1) capn = 1;
         const int64_t hl = moe_pager_replay(u, (int64_t)n, max_layer + 1, max_e + 1, capn, MOE_POLICY_LRU, &ml);
         const int64_t hf = moe_pager_replay(u, (int64_t)n, max_layer + 1, max_e + 1, capn, MOE_POLICY_FREQ, &mf);
-        if (hl < 0 || hf < 0) goto done;
+        const int64_t ho = moe_pager_replay(u, (int64_t)n, max_layer + 1, max_e + 1, capn, MOE_REPLAY_OPT, &mo);
+        if (hl < 0 || hf < 0 || ho < 0) {
+            fprintf(stderr, "moecpu bench pager-replay: out of memory\n");
+            goto done;
+        }
         if (json)
             printf("{\"trace\":\"%s\",\"fraction\":%.3f,\"capacity\":%lld,\"uses\":%zu,\"lru_hit_rate\":%.4f,"
-                   "\"freq_hit_rate\":%.4f}\n",
-                   path, frac, (long long)capn, n, (double)hl / (double)n, (double)hf / (double)n);
+                   "\"freq_hit_rate\":%.4f,\"opt_hit_rate\":%.4f}\n",
+                   path, frac, (long long)capn, n, (double)hl / (double)n, (double)hf / (double)n,
+                   (double)ho / (double)n);
         else
-            printf("%10.3f %10lld %10.1f %10.1f\n", frac, (long long)capn, 100.0 * (double)hl / (double)n,
-                   100.0 * (double)hf / (double)n);
+            printf("%10.3f %10lld %10.1f %10.1f %10.1f\n", frac, (long long)capn, 100.0 * (double)hl / (double)n,
+                   100.0 * (double)hf / (double)n, 100.0 * (double)ho / (double)n);
     }
     rc = 0;
 done:

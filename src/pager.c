@@ -903,13 +903,30 @@ int64_t moe_pager_replay(const struct moe_trace_use *uses, int64_t n, int n_laye
                          int policy, int64_t *misses)
 {
     const size_t total = (size_t)n_layers * (size_t)n_experts;
+    const bool opt = policy == MOE_REPLAY_OPT;
     double *key = malloc(total * sizeof *key);
     uint64_t *seq = calloc(total, sizeof *seq);
     unsigned char *res = calloc(total, 1), *pin = calloc(total, 1);
-    if (!key || !seq || !res || !pin) {
-        free(key), free(seq), free(res), free(pin);
+    /* OPT: next[u] = index of the next use of u's expert in a later request
+     * (n: none); the key is minus it, so the smallest key (the victim) is
+     * the one used farthest ahead. */
+    int64_t *next = opt ? malloc((size_t)(n > 0 ? n : 1) * sizeof *next) : NULL;
+    if (!key || !seq || !res || !pin || (opt && !next)) {
+        free(key), free(seq), free(res), free(pin), free(next);
         return -1;
     }
+    if (opt) {
+        for (size_t i = 0; i < total; i++) key[i] = (double)n;   /* scratch: last use seen, from the end */
+        for (int64_t u = n - 1; u >= 0; u--) {
+            const size_t x = (size_t)uses[u].layer * (size_t)n_experts + (size_t)uses[u].expert;
+            int64_t v = (int64_t)key[x];
+            if (v < n && uses[v].token == uses[u].token && uses[v].layer == uses[u].layer)
+                v = next[v];   /* the same expert again in this request: its next use is after it */
+            next[u] = v;
+            key[x] = (double)u;
+        }
+    }
+    if (opt) policy = MOE_POLICY_FREQ;
     for (size_t i = 0; i < total; i++) key[i] = -INFINITY;
     int64_t hits = 0, miss = 0, count = 0;
     uint64_t clock = 0;
@@ -920,7 +937,7 @@ int64_t moe_pager_replay(const struct moe_trace_use *uses, int64_t n, int n_laye
             const size_t x = (size_t)uses[u].layer * (size_t)n_experts + (size_t)uses[u].expert;
             if (pin[x]) continue;   /* the same expert twice in a request */
             pin[x] = 1;
-            key[x] = freq_touch(key[x], (double)uses[u].token);
+            key[x] = opt ? -(double)next[u] : freq_touch(key[x], (double)uses[u].token);
             seq[x] = ++clock;
             hits += res[x];
         }
@@ -943,7 +960,7 @@ int64_t moe_pager_replay(const struct moe_trace_use *uses, int64_t n, int n_laye
         for (int64_t u = i; u < j; u++) pin[(size_t)uses[u].layer * (size_t)n_experts + (size_t)uses[u].expert] = 0;
         i = j;
     }
-    free(key), free(seq), free(res), free(pin);
+    free(key), free(seq), free(res), free(pin), free(next);
     if (misses) *misses = miss;
     return hits;
 }

@@ -68,6 +68,14 @@ check "bad --pager-policy" 2 "--pager-policy 'mru' unknown" -- bench -m x.gguf -
 check "bad --slot-prefault" 2 "--slot-prefault 'maybe' unknown" -- run -m x.gguf --slot-prefault maybe
 check "pager help"         0 "--mem-budget SIZE"        -- eval --help
 check "replay no trace"    2 "--trace FILE is required" -- bench pager-replay
+# A B C A with room for 2 (hand-worked): LRU and freq evict A at C, the
+# optimum evicts B (never used again) and hits A once
+rt=$(mktemp)
+printf '0 1 0\n1 1 1\n2 1 2\n3 1 0\n' > "$rt"
+check "replay opt column"  0 '"capacity":2,"uses":4,"lru_hit_rate":0.0000,"freq_hit_rate":0.0000,"opt_hit_rate":0.2500' \
+  -- bench pager-replay --trace "$rt" --fractions 0.67 --json
+check "replay table"       0 'opt hit%'                 -- bench pager-replay --trace "$rt"
+rm -f "$rt"
 # A table that is built but not runnable must be an error, not SIGILL.
 "${runner[@]}" "$bin" info > /tmp/moecpu-cli-info.$$ 2>&1
 notrun=$(sed -n 's/^  \([a-z0-9_]*\) *NOT here.*/\1/p' /tmp/moecpu-cli-info.$$ | head -1)

@@ -21,8 +21,8 @@
  *  - the budget forced evictions, and resident bytes never exceed it;
  *  - the routing trace has one line per token and MoE layer, with top-k
  *    distinct experts;
- *  - the offline replay: a hand-worked sequence where LRU and the
- *    frequency policy differ.
+ *  - the offline replay: hand-worked sequences where LRU, the frequency
+ *    policy and Belady's optimum differ.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -342,6 +342,23 @@ static void test_replay(void **state)
     assert_int_equal(moe_pager_replay(u, 6, 1, 4, 2, MOE_POLICY_LRU, &miss), 2);
     assert_int_equal(miss, 4);
     assert_int_equal(moe_pager_replay(u, 6, 1, 4, 2, MOE_POLICY_FREQ, &miss), 3);
+    assert_int_equal(miss, 3);
+    /* Belady's optimum, A B C A: C evicts B (never used again), A hits;
+     * LRU and freq evict A (the oldest, counts equal) and miss it */
+    const int seq2[] = {0, 1, 2, 0};
+    struct moe_trace_use w[4];
+    for (int i = 0; i < 4; i++) w[i] = (struct moe_trace_use){i, 0, seq2[i]};
+    assert_int_equal(moe_pager_replay(w, 4, 1, 4, 2, MOE_REPLAY_OPT, &miss), 1);
+    assert_int_equal(miss, 3);
+    assert_int_equal(moe_pager_replay(w, 4, 1, 4, 2, MOE_POLICY_LRU, &miss), 0);
+    assert_int_equal(moe_pager_replay(w, 4, 1, 4, 2, MOE_POLICY_FREQ, &miss), 0);
+    assert_int_equal(moe_pager_replay(u, 6, 1, 4, 2, MOE_REPLAY_OPT, &miss), 3);
+    /* an expert twice in one request: its next use is a later request's,
+     * not the copy beside it.  Token 0 uses A and A, token 1 B, token 2 C,
+     * token 3 B; capacity 2: at C, A (never used again) is the victim, so
+     * B hits */
+    struct moe_trace_use d[5] = {{0, 0, 0}, {0, 0, 0}, {1, 0, 1}, {2, 0, 2}, {3, 0, 1}};
+    assert_int_equal(moe_pager_replay(d, 5, 1, 4, 2, MOE_REPLAY_OPT, &miss), 1);
     assert_int_equal(miss, 3);
     /* two experts in one request are never evicted for each other */
     struct moe_trace_use v[3] = {{0, 0, 0}, {0, 0, 1}, {0, 0, 2}};
