@@ -19,7 +19,10 @@
 # read from storage per token (getrusage inblock x 512, via /usr/bin/time:
 # includes loading the non-expert weights).  The disk bound is the O_DIRECT
 # sequential read speed of 4 GiB of the file (dd) divided by the routed
-# bytes the pager missed per token.  At the end: each moecpu run's tokens/s
+# bytes the pager missed per token; the overlap bound also counts compute:
+# one token over the longer of its reads (disk bound) and its weights read
+# from RAM at the bandwidth moecpu bench probes around the run (its memory
+# bound), i.e. what perfect overlap of the two would give.  At the end: each moecpu run's tokens/s
 # over the median of the invocation's llama.cpp runs.  Generate the model with, e.g.:
 #   build/gen_model --style v3 --format gguf-q8_0 --seed 2026 --out big.gguf --hidden 7168 \
 #     --moe-inter 2048 --experts 256 --topk 8 --n-group 8 --topk-group 4 --layers 4 --dense 1 \
@@ -75,7 +78,7 @@ disk_bw() { # GB/s of O_DIRECT reads: $streams parallel streams of 4 MiB blocks,
 }
 
 run() { # config -> one line: config tps bytes_per_token missed_per_token
-  local cfg=$1 out tps inb miss wall
+  local cfg=$1 out tps inb miss wall mbound=NA
   local tmp; tmp=$(mktemp)
   drop
   warm_mem
@@ -95,6 +98,7 @@ run() { # config -> one line: config tps bytes_per_token missed_per_token
     flock "$lock" /usr/bin/time -f "INBLOCK %I WALL %e" "$bin" bench -m "$model" -p 0 -n "$n" -r 1 -t "$threads" --json \
       "${opts[@]}" "${ids_opt[@]}" > "$tmp.out" 2> "$tmp"
     tps=$(sed -n 's/.*"tg_tps":\([0-9.e+-]*\).*/\1/p' "$tmp.out")
+    mbound=$(sed -n 's/.*"tg_bound_tps":\([0-9.e+-]*\).*/\1/p' "$tmp.out")
     miss=$(sed -n 's/.*, total: .* read \([0-9.]*\) MiB .*/\1/p' "$tmp" | awk -v n="$n" '{printf "%.1f", $1 * 1048576 / n / 1e6}')
     [ -n "$miss" ] || miss=NA
     grep -E "total:" "$tmp" >&2
@@ -102,7 +106,7 @@ run() { # config -> one line: config tps bytes_per_token missed_per_token
   inb=$(sed -n 's/^INBLOCK \([0-9]*\).*/\1/p' "$tmp")
   wall=$(sed -n 's/^INBLOCK .* WALL \([0-9.]*\)/\1/p' "$tmp")
   if [ -z "$tps" ]; then echo "bench-pager: $cfg failed:" >&2; cat "$tmp" "$tmp.out" >&2; rm -f "$tmp" "$tmp.out"; return 1; fi
-  printf '%s %s %s %s %s\n' "$cfg" "$tps" "$(awk -v b="$inb" -v n="$n" 'BEGIN {printf "%.1f", b * 512 / n / 1e6}')" "$miss" "$wall"
+  printf '%s %s %s %s %s %s\n' "$cfg" "$tps" "$(awk -v b="$inb" -v n="$n" 'BEGIN {printf "%.1f", b * 512 / n / 1e6}')" "$miss" "$wall" "${mbound:-NA}"
   rm -f "$tmp" "$tmp.out"
 }
 
@@ -119,6 +123,11 @@ for r in $(seq "$rounds"); do
     results+=("$1 $2")
     if [ "$4" != NA ]; then
       awk -v t="$2" -v m="$4" -v b="$bw" 'BEGIN {bound = b * 1e3 / m; printf "         storage bound %.3f tok/s: %.0f%% of it\n", bound, 100 * t / bound}'
+      # With the memory bound of the same run (moecpu bench: read bandwidth / weight bytes a token
+      # touches): a token takes at least the longer of its disk reads and its compute from RAM.
+      [ "$6" = NA ] || awk -v t="$2" -v m="$4" -v b="$bw" -v mb="$6" 'BEGIN {
+        d = m / (b * 1e3); c = 1 / mb; bound = 1 / (d > c ? d : c)
+        printf "         overlap bound %.3f tok/s (disk %.1f, memory %.1f ms/token): %.0f%% of it\n", bound, 1e3 * d, 1e3 * c, 100 * t / bound }'
     fi
   done
 done
