@@ -78,7 +78,7 @@ disk_bw() { # GB/s of O_DIRECT reads: $streams parallel streams of 4 MiB blocks,
 }
 
 run() { # config -> one line: config tps bytes_per_token missed_per_token
-  local cfg=$1 out tps inb miss wall mbound=NA
+  local cfg=$1 tps inb miss wall mbound=NA
   local tmp; tmp=$(mktemp)
   drop
   warm_mem
@@ -114,7 +114,7 @@ echo "model $model ($(du -h --apparent-size "$model" | cut -f1)), RAM $(free -g 
      "$n decode tokens, budget $budget, $threads threads"
 printf '%-8s %10s %14s %14s %10s %12s\n' config tok/s "MB read/tok" "MB missed/tok" disk-GB/s "wall s (all)"
 results=()
-for r in $(seq "$rounds"); do
+for _ in $(seq "$rounds"); do
   for cfg in $configs; do
     bw=$(disk_bw)
     line=$(run "$cfg") || continue
