@@ -925,8 +925,8 @@ int64_t moe_pager_replay(const struct moe_trace_use *uses, int64_t n, int n_laye
             next[u] = v;
             key[x] = (double)u;
         }
+        policy = MOE_POLICY_FREQ;   /* smallest key first */
     }
-    if (opt) policy = MOE_POLICY_FREQ;
     for (size_t i = 0; i < total; i++) key[i] = -INFINITY;
     int64_t hits = 0, miss = 0, count = 0;
     uint64_t clock = 0;
