@@ -916,15 +916,16 @@ int64_t moe_pager_replay(const struct moe_trace_use *uses, int64_t n, int n_laye
         return -1;
     }
     if (opt) {
-        for (size_t i = 0; i < total; i++) key[i] = (double)n;   /* scratch: last use seen, from the end */
+        for (size_t i = 0; i < total; i++) seq[i] = (uint64_t)n;   /* scratch: its first use after u, or n */
         for (int64_t u = n - 1; u >= 0; u--) {
             const size_t x = (size_t)uses[u].layer * (size_t)n_experts + (size_t)uses[u].expert;
-            int64_t v = (int64_t)key[x];
+            int64_t v = (int64_t)seq[x];
             if (v < n && uses[v].token == uses[u].token && uses[v].layer == uses[u].layer)
                 v = next[v];   /* the same expert again in this request: its next use is after it */
             next[u] = v;
-            key[x] = (double)u;
+            seq[x] = (uint64_t)u;
         }
+        memset(seq, 0, total * sizeof *seq);
         policy = MOE_POLICY_FREQ;   /* smallest key first */
     }
     for (size_t i = 0; i < total; i++) key[i] = -INFINITY;
