@@ -29,7 +29,7 @@
 #     --inter 2048 --heads 16 --q-lora 1536 --kv-lora 512 --nope 128 --rope 64 --v-head 128 \
 #     --vocab 1024 --zipf 0.05 --stream-experts
 # (36 GB, 1.6x this machine's RAM; with --layers 5 the 48 GB model of README's rounds 43-47,
-# and with --layers 5 --experts 208 the 40 GB one of rounds 48-50; each takes ~2 min.)
+# and with --layers 5 --experts 208 the 40 GB one of rounds 48-54; each takes ~2 min.)
 set -u
 model=${1:?usage: scripts/bench-pager.sh MODEL.gguf [N_TOKENS] [BUDGET] [ROUNDS]}
 n=${2:-32}
